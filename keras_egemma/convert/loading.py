@@ -1,0 +1,124 @@
+"""Resolving `EmbeddingGemma.from_preset` arguments to a loader."""
+
+import json
+import os
+
+import h5py
+
+from keras_egemma.convert.huggingface import load_huggingface_checkpoint
+from keras_egemma.convert.huggingface import read_json
+from keras_egemma.convert.keras_hub_preset import KERAS_HUB_CLASS
+from keras_egemma.convert.keras_hub_preset import load_keras_hub_preset
+from keras_egemma.convert.safetensors_file import CheckpointError
+from keras_egemma.presets import PRESETS
+
+# Files fetched from a Hugging Face repository: configs, safetensors and the
+# tokenizer. Pickled formats (`*.bin`, `*.pt`) are never downloaded.
+HF_PATTERNS = ["*.json", "*.safetensors", "tokenizer.model", "*/*.json", "*/*.safetensors"]
+OWN_PRESET_FILES = (
+    "config.json",
+    "task.json",
+    "preprocessor.json",
+    "tokenizer.json",
+    os.path.join("assets", "tokenizer", "vocabulary.spm"),
+)
+
+
+def download_hf(repo_id):
+    """Downloads a Hugging Face repository's safe files; returns the folder."""
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(repo_id=repo_id, allow_patterns=HF_PATTERNS)
+
+
+def download_kaggle(handle):
+    """Downloads a Kaggle model handle; returns the folder."""
+    import kagglehub
+
+    return kagglehub.model_download(handle)
+
+
+def resolve_directory(preset):
+    """A registered name, handle or path -> a local folder."""
+    if not isinstance(preset, (str, os.PathLike)):
+        raise TypeError(f"`preset` must be a name, path or handle, got {type(preset).__name__}.")
+    preset = os.fspath(preset)
+    if preset in PRESETS:
+        spec = PRESETS[preset]
+        if "path" in spec:
+            return spec["path"]
+        errors = []
+        for handle in spec["handles"]:
+            try:
+                return resolve_directory(handle)
+            except Exception as e:  # noqa: BLE001 - try the next source, report all.
+                errors.append(f"{handle}: {type(e).__name__}: {e}")
+        raise CheckpointError(
+            f"Could not download preset {preset!r} from any source:\n  "
+            + "\n  ".join(errors)
+            + "\nAccept the Gemma terms on Kaggle or Hugging Face and log in "
+            "(kagglehub.login() / huggingface-cli login), or pass a local folder."
+        )
+    if preset.startswith("hf://"):
+        return download_hf(preset[len("hf://") :])
+    if preset.startswith("kaggle://"):
+        return download_kaggle(preset[len("kaggle://") :])
+    if os.path.isdir(preset):
+        return preset
+    raise ValueError(
+        f"Unknown preset {preset!r}: not a registered name ({', '.join(PRESETS)}), "
+        "not an existing folder, and not an hf:// or kaggle:// handle."
+    )
+
+
+def detect_format(directory):
+    """'keras_egemma', 'keras_hub' or 'huggingface', from config.json."""
+    config = read_json(directory, "config.json")
+    registered = config.get("registered_name", "")
+    if registered.startswith("keras_egemma>"):
+        return "keras_egemma"
+    if registered == KERAS_HUB_CLASS:
+        return "keras_hub"
+    if "model_type" in config:
+        return "huggingface"
+    raise CheckpointError(
+        f"{directory}/config.json is neither a keras_egemma preset, a KerasHub "
+        f"Gemma3Backbone preset, nor a Hugging Face config (registered_name="
+        f"{registered!r})."
+    )
+
+
+def _load_own_preset(cls, directory, load_weights, dtype, **kwargs):
+    for name in OWN_PRESET_FILES + (("model.weights.h5", "task.weights.h5") if load_weights else ()):
+        if not os.path.isfile(os.path.join(directory, name)):
+            raise CheckpointError(
+                f"{name} is missing from the preset {directory}. Save it again "
+                "with `save_to_preset`."
+            )
+    if load_weights:
+        for name in ("model.weights.h5", "task.weights.h5"):
+            path = os.path.join(directory, name)
+            try:
+                with h5py.File(path, "r"):
+                    pass
+            except OSError as e:
+                raise CheckpointError(
+                    f"{path} is truncated or corrupted ({e}). Save the preset "
+                    "again or copy it anew."
+                ) from None
+    try:
+        with open(os.path.join(directory, "task.json"), encoding="utf-8") as f:
+            json.load(f)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{directory}/task.json is corrupted ({e}).") from None
+    return cls._from_keras_preset(directory, load_weights=load_weights, dtype=dtype, **kwargs)
+
+
+def load_embedding_gemma(cls, preset, load_weights=True, dtype=None, **kwargs):
+    """Loads `cls` (an `EmbeddingGemma` class) from any supported preset."""
+    directory = resolve_directory(preset)
+    fmt = detect_format(directory)
+    if fmt == "keras_egemma":
+        return _load_own_preset(cls, directory, load_weights, dtype, **kwargs)
+    loader = load_keras_hub_preset if fmt == "keras_hub" else load_huggingface_checkpoint
+    return loader(cls, directory, load_weights=load_weights, dtype=dtype, **kwargs)

@@ -1,0 +1,185 @@
+import keras
+from keras import ops
+from keras_hub.layers import RotaryEmbedding
+
+from keras_egemma.layers.rms_normalization import RMSNormalization
+
+# Masked logits get a finite value, not -inf: a padded query row whose whole
+# sliding window is padding then softmaxes to a uniform (finite) row instead
+# of NaN, and pooling drops it anyway.
+MASKED_LOGIT = -1e9
+
+
+def sliding_window_mask(length, sliding_window):
+    """Bidirectional window: token i sees token j iff |i - j| <= window // 2.
+
+    This is the rule of the reference implementation (which rewrites the
+    window to `w // 2 + 1` and masks `|i - j| < w // 2 + 1`), symmetric on both
+    sides. Returns a `(length, length)` boolean tensor.
+    """
+    positions = ops.arange(length, dtype="int32")
+    distance = ops.abs(positions[:, None] - positions[None, :])
+    return distance <= sliding_window // 2
+
+
+@keras.saving.register_keras_serializable(package="keras_egemma")
+class EmbeddingGemmaAttention(keras.layers.Layer):
+    """Bidirectional grouped-query attention of the EmbeddingGemma encoder.
+
+    Projections without bias; per-head RMSNorm on queries and keys (QK-norm)
+    before rotary embeddings (rotate-half); scores scaled by
+    `query_pre_attn_scalar ** -0.5`; softmax in float32; `num_key_value_heads`
+    key/value heads shared by groups of query heads. Every token attends to
+    every non-pad token, or, when `sliding_window` is set, to the non-pad
+    tokens within `sliding_window // 2` positions on either side.
+
+    Args:
+        num_query_heads: int. Number of query heads.
+        num_key_value_heads: int. Number of key/value heads; divides
+            `num_query_heads`.
+        head_dim: int. Size of each head.
+        query_pre_attn_scalar: float. Scores are scaled by its inverse square
+            root. Defaults to `head_dim`.
+        sliding_window: int or `None`. The window of a sliding layer as the
+            checkpoints serialise it (512 for the published model); `None` for
+            a global layer.
+        rope_max_wavelength: float. RoPE base (1e4 sliding, 1e6 global).
+        layer_norm_epsilon: float. Epsilon of the QK-norms.
+        dropout: float. Dropout on the attention probabilities in training.
+
+    Shapes:
+        `x`: `(batch, length, hidden_dim)`; `padding_mask`: `(batch, length)`,
+        true or 1 for real tokens. Output: `(batch, length, hidden_dim)`.
+
+    Example:
+    ```python
+    attention = EmbeddingGemmaAttention(
+        num_query_heads=3, num_key_value_heads=1, head_dim=16,
+        sliding_window=8,
+    )
+    y = attention(np.random.rand(2, 20, 48), padding_mask=np.ones((2, 20)))
+    ```
+    """
+
+    def __init__(
+        self,
+        num_query_heads,
+        num_key_value_heads,
+        head_dim,
+        query_pre_attn_scalar=None,
+        sliding_window=None,
+        rope_max_wavelength=10_000.0,
+        layer_norm_epsilon=1e-6,
+        dropout=0.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if num_query_heads % num_key_value_heads:
+            raise ValueError(
+                f"`num_query_heads` ({num_query_heads}) must be a multiple of "
+                f"`num_key_value_heads` ({num_key_value_heads})."
+            )
+        self.num_query_heads = num_query_heads
+        self.num_key_value_heads = num_key_value_heads
+        self.head_dim = head_dim
+        self.query_pre_attn_scalar = (
+            head_dim if query_pre_attn_scalar is None else query_pre_attn_scalar
+        )
+        self.sliding_window = sliding_window
+        self.rope_max_wavelength = rope_max_wavelength
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.dropout = dropout
+
+    def build(self, input_shape):
+        hidden_dim = input_shape[-1]
+        policy = self.dtype_policy
+
+        def projection(equation, heads, name):
+            layer = keras.layers.EinsumDense(
+                equation,
+                output_shape=(None, heads, self.head_dim),
+                dtype=policy,
+                name=name,
+            )
+            layer.build(input_shape)
+            return layer
+
+        self.query_dense = projection("btd,ndh->btnh", self.num_query_heads, "query")
+        self.key_dense = projection("bsd,kdh->bskh", self.num_key_value_heads, "key")
+        self.value_dense = projection(
+            "bsd,kdh->bskh", self.num_key_value_heads, "value"
+        )
+        self.query_norm = RMSNormalization(
+            epsilon=self.layer_norm_epsilon, dtype=policy, name="query_norm"
+        )
+        self.query_norm.build((None, None, self.num_query_heads, self.head_dim))
+        self.key_norm = RMSNormalization(
+            epsilon=self.layer_norm_epsilon, dtype=policy, name="key_norm"
+        )
+        self.key_norm.build((None, None, self.num_key_value_heads, self.head_dim))
+        self.output_dense = keras.layers.EinsumDense(
+            "btnh,nhd->btd",
+            output_shape=(None, hidden_dim),
+            dtype=policy,
+            name="attention_output",
+        )
+        self.output_dense.build((None, None, self.num_query_heads, self.head_dim))
+        self.rope = RotaryEmbedding(
+            max_wavelength=self.rope_max_wavelength, dtype=policy
+        )
+        self.dropout_layer = keras.layers.Dropout(self.dropout, dtype=policy)
+        self.built = True
+
+    def attention_mask(self, padding_mask):
+        """`(batch, length)` padding mask -> broadcastable key mask.
+
+        `(batch, 1, 1, 1, length)` on global layers and
+        `(batch, 1, 1, length, length)` on sliding layers.
+        """
+        key_mask = ops.cast(padding_mask, "bool")[:, None, None, None, :]
+        if self.sliding_window is None:
+            return key_mask
+        length = ops.shape(padding_mask)[1]
+        window = sliding_window_mask(length, self.sliding_window)
+        return ops.logical_and(key_mask, window[None, None, None, :, :])
+
+    def call(self, x, padding_mask=None, training=None):
+        batch, length = ops.shape(x)[0], ops.shape(x)[1]
+        if padding_mask is None:
+            padding_mask = ops.ones((batch, length), "bool")
+        query = self.rope(self.query_norm(self.query_dense(x)))
+        key = self.rope(self.key_norm(self.key_dense(x)))
+        value = self.value_dense(x)
+
+        groups = self.num_query_heads // self.num_key_value_heads
+        query = query * ops.cast(self.query_pre_attn_scalar**-0.5, query.dtype)
+        query = ops.reshape(
+            query, (batch, length, self.num_key_value_heads, groups, self.head_dim)
+        )
+        logits = ops.einsum("btkgh,bskh->bkgts", query, key)
+        logits = ops.cast(logits, "float32")
+        logits = ops.where(self.attention_mask(padding_mask), logits, MASKED_LOGIT)
+        probs = ops.cast(ops.softmax(logits, axis=-1), value.dtype)
+        probs = self.dropout_layer(probs, training=training)
+        out = ops.einsum("bkgts,bskh->btkgh", probs, value)
+        out = ops.reshape(out, (batch, length, self.num_query_heads, self.head_dim))
+        return self.output_dense(out)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_query_heads": self.num_query_heads,
+                "num_key_value_heads": self.num_key_value_heads,
+                "head_dim": self.head_dim,
+                "query_pre_attn_scalar": self.query_pre_attn_scalar,
+                "sliding_window": self.sliding_window,
+                "rope_max_wavelength": self.rope_max_wavelength,
+                "layer_norm_epsilon": self.layer_norm_epsilon,
+                "dropout": self.dropout,
+            }
+        )
+        return config

@@ -1,0 +1,31 @@
+import keras
+from keras import ops
+
+# As torch.nn.functional.normalize: x / max(||x||, 1e-12).
+_MIN_NORM = 1e-12
+
+
+def l2_normalize(x, axis=-1):
+    """`x / max(||x||_2, 1e-12)` along `axis`, computed in float32."""
+    x = ops.cast(x, "float32")
+    norm = ops.sqrt(ops.sum(ops.square(x), axis=axis, keepdims=True))
+    return x / ops.maximum(norm, _MIN_NORM)
+
+
+@keras.saving.register_keras_serializable(package="keras_egemma")
+class L2Normalization(keras.layers.Layer):
+    """Scales each vector to unit L2 norm (float32 output).
+
+    Shapes: `(..., d)` -> `(..., d)`.
+
+    Example:
+    ```python
+    L2Normalization()(np.array([[3.0, 4.0]]))   # [[0.6, 0.8]]
+    ```
+    """
+
+    def call(self, x):
+        return l2_normalize(x)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape

@@ -1,0 +1,61 @@
+"""Length-sorted, bucketed batching for `EmbeddingGemma.encode`."""
+
+import keras
+import numpy as np
+
+# Batches are padded up to one of these lengths, so a compiled predict
+# function sees few distinct shapes while short texts stay cheap.
+_BUCKETS = (16, 32, 64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
+
+
+def bucket_length(length, max_length):
+    """The padded length used for a batch whose longest input is `length`."""
+    for bucket in _BUCKETS:
+        if bucket >= length:
+            return min(bucket, max_length)
+    step = _BUCKETS[-1] // 2
+    return min(-(-length // step) * step, max_length)
+
+
+def embed_token_ids(model, token_ids, pad_id, max_length, batch_size, verbose="auto"):
+    """Runs `model` over id lists, longest first, and returns rows in input order.
+
+    Texts are sorted by length so each batch holds texts of similar length
+    and is padded only to its own bucket, not to the longest text overall.
+
+    Args:
+        model: a Keras model taking `{"token_ids", "padding_mask"}`.
+        token_ids: list of int lists (already with `<bos>`/`<eos>`).
+        pad_id: the `<pad>` id.
+        max_length: the longest allowed padded length.
+        batch_size: rows per forward pass.
+        verbose: `"auto"` (a progress bar when there are several batches),
+            `True` or `False`.
+
+    Returns:
+        numpy array `(len(token_ids), d)`.
+    """
+    lengths = np.array([len(ids) for ids in token_ids])
+    order = np.argsort(-lengths, kind="stable")
+    starts = range(0, len(order), batch_size)
+    show = verbose is True or (verbose == "auto" and len(starts) > 1)
+    progress = keras.utils.Progbar(len(order), unit_name="text") if show else None
+    outputs = np.empty((len(order),), dtype=object)
+    for start in starts:
+        rows = order[start : start + batch_size]
+        width = bucket_length(int(lengths[rows].max()), max_length)
+        ids = np.full((len(rows), width), pad_id, dtype="int32")
+        for r, row in enumerate(rows):
+            ids[r, : lengths[row]] = token_ids[row]
+        # The mask follows the lengths, not the ids, so a <pad> id that a
+        # text genuinely contains is still attended to.
+        mask = np.arange(width)[None, :] < lengths[rows][:, None]
+        batch = {"token_ids": ids, "padding_mask": mask.astype("int32")}
+        # `keras.Model.predict_on_batch`, not the Task's, which would run the
+        # string preprocessor on these ids.
+        result = np.asarray(keras.Model.predict_on_batch(model, batch))
+        for r, row in enumerate(rows):
+            outputs[row] = result[r]
+        if progress is not None:
+            progress.add(len(rows))
+    return np.stack(list(outputs))
