@@ -15,10 +15,10 @@ Builders
     ``<pad>`` 0, ``<eos>`` 1, ``<bos>`` 2, ``<unk>`` 3 and the user-defined symbols
     ``<mask>`` 4, ``<start_of_image>`` 5, ``<img>`` 6, ``<end_of_image>`` 7. These are the
     trainer/normaliser settings of the Gemma 3 SentencePiece model; the three image tokens are
-    in the real vocabulary too and KerasHub's ``Gemma3Tokenizer`` refuses a proto without them
-    unless it is built with ``has_vision_tokens=False``. The corpus is Python's own
-    documentation (``pydoc_data.topics``, shipped with CPython) plus a few lines written here, so
-    the vocabulary is fixed for a given CPython release.
+    in the real vocabulary too (at other ids), and KerasHub's ``Gemma3Tokenizer`` refuses a
+    proto without them unless it is built with ``has_vision_tokens=False``. The corpus is
+    Python's own documentation (``pydoc_data.topics``, shipped with CPython) plus a few lines
+    written here, so the vocabulary is fixed for a given CPython release.
 
 ``build_sentence_transformers_checkpoint(out_dir)``
     A ``Gemma3TextModel`` (bidirectional, tanh-GELU, RoPE 1e6 on full / 1e4 on sliding layers)
@@ -36,7 +36,8 @@ Builders
     dialect of the published repository (transformers 4.57 / sentence-transformers 5.1):
     ``config.json`` spells the RoPE bases ``rope_theta`` (full layers) and
     ``rope_local_base_freq`` (sliding layers) with ``rope_scaling: null`` instead of
-    transformers 5's per-layer-type ``rope_parameters``; ``modules.json`` names the modules
+    transformers 5's per-layer-type ``rope_parameters``, and has ``use_cache: true`` (which
+    sentence-transformers 6 turns off when saving); ``modules.json`` names the modules
     ``sentence_transformers.models.*``; ``sentence_bert_config.json`` is
     ``{"max_seq_length": ..., "do_lower_case": false}``; ``1_Pooling/config.json`` uses the
     ``word_embedding_dimension`` / ``pooling_mode_*_tokens`` keys; the Dense configs hold only
@@ -47,27 +48,32 @@ Builders
 
 ``build_keras_hub_embedding_preset(out_dir, spm_path=...)``
     A ``Gemma3Backbone(is_embedding_model=True, use_bidirectional_attention=True, ...)`` plus a
-    ``Gemma3Tokenizer`` saved with ``save_to_preset``, exactly what KerasHub's own conversion
-    script for ``embedding_gemma3_300m`` saves (backbone + tokenizer, no task or preprocessor;
-    ``image_size=None``, ``vision_encoder=None``, ``dtype="float32"``). Folder::
+    ``Gemma3Tokenizer`` (``has_vision_tokens=True``) saved with ``save_to_preset``: what
+    KerasHub's conversion script for ``embedding_gemma3_300m``
+    (``tools/checkpoint_conversion``) saves, i.e. backbone and tokenizer but no task or
+    preprocessor, with ``image_size=None``, ``vision_encoder=None``, ``dtype="float32"``,
+    ``query_head_dim_normalize=True``. Folder::
 
         config.json  metadata.json  model.weights.h5  tokenizer.json
         assets/tokenizer/vocabulary.spm
 
 Both model builders draw every tensor from a generator seeded by ``(seed, tensor name)``, using
-the Hugging Face tensor names, so **the same seed and the same dimensions give the same network
-in both layouts** (the KerasHub builder converts the Hugging Face tensors with the mapping of
-``keras_hub/src/utils/transformers/convert_gemma3.py``). Weights: matrices (and the embedding
-table) ~ N(0, 1/fan_in), so activations are O(1) and the tanh-GELU, RoPE and scale choices all
-move the output; every RMSNorm weight (block norms, q_norm, k_norm, final norm) ~ N(0, 0.1).
-Two KerasHub limits apply when comparing the layouts:
+the Hugging Face tensor names, so **the same seed and the same dimensions give the same
+weights in both layouts** (the KerasHub builder converts the Hugging Face tensors with the
+mapping of ``keras_hub/src/utils/transformers/convert_gemma3.py``). Weights: matrices (and the
+embedding table) ~ N(0, 1/fan_in), so activations are O(1) and the tanh-GELU, RoPE and scale
+choices all move the output; every RMSNorm weight (block norms, q_norm, k_norm, final norm)
+~ N(0, 0.1). Two KerasHub 0.32 behaviours matter when comparing the layouts:
 
-* KerasHub scales attention scores by ``head_dim ** -0.5`` (``query_head_dim_normalize=True``)
-  or ``(hidden_dim // num_query_heads) ** -0.5`` (``False``); it has no free
-  ``query_pre_attn_scalar``. The defaults (hidden 72, 3 heads, head_dim 32,
-  ``query_pre_attn_scalar`` 24, KerasHub ``query_head_dim_normalize=False``) describe the same
-  network while keeping ``query_pre_attn_scalar != head_dim``. In the published model all
-  three numbers are 256, which is why its preset says ``True``.
+* KerasHub always scales attention scores by ``head_dim ** -0.5``: ``Gemma3DecoderBlock``
+  passes ``query_head_dim_normalize=True`` to its attention layer whatever the backbone's
+  ``query_head_dim_normalize`` says (``False`` would mean ``(hidden_dim // num_query_heads)
+  ** -0.5`` but is silently ignored). So a KerasHub preset is the network of a Hugging Face
+  checkpoint with ``query_pre_attn_scalar == head_dim``, as in the published model (256 and
+  256). The Hugging Face builder's default ``query_pre_attn_scalar`` (24) differs from its
+  ``head_dim`` (32) on purpose, to catch the wrong scale; for a cross-layout pair build it
+  with ``query_pre_attn_scalar=head_dim``. The KerasHub builder keeps the published
+  ``query_head_dim_normalize=True``.
 * KerasHub fixes the layer pattern to ``i % 6 < 5`` -> sliding, and its bidirectional sliding
   window is asymmetric: ``sliding_window // 2`` tokens on one side and
   ``sliding_window - sliding_window // 2 - 1`` on the other, against the reference's
@@ -84,9 +90,10 @@ Tokenizer parity
 The Hugging Face tokenizer is transformers' ``GemmaTokenizer`` (tokenizers backend, converted
 from ``tokenizer.model``) with ``add_bos_token``/``add_eos_token`` and right padding, giving
 ``<bos> ... <eos>``. Its ids equal ``SentencePieceProcessor.encode(text)`` on all 8.7k lines of
-the corpus and on 20k random strings over ASCII, whitespace runs, tabs, newlines, digits,
-punctuation, accented letters, CJK, Cyrillic, emoji, NBSP, ideographic space, ligatures and
-full-width letters (leading/trailing/multiple spaces and the prompt strings included). One
+the corpus and on 20k random strings over ASCII, whitespace runs, tabs, CR/LF, digits,
+punctuation, accented and combining letters, CJK, Cyrillic, emoji, NBSP, ideographic and
+zero-width spaces, a literal ``▁``, ligatures, full-width letters and the user-defined symbols
+(leading/trailing/multiple spaces and the prompt strings included); so do KerasHub's. One
 difference remains, the same as with the published tokenizer: a literal ``<pad>``, ``<eos>``,
 ``<bos>`` or ``<unk>`` inside the text is matched as that special token by the Hugging Face
 tokenizer, while SentencePiece encodes it as ordinary characters (``<``, ``b``, ``os``, ...).
@@ -106,8 +113,8 @@ A full-size network
 -------------------
 ``published_gemma3_text_config(**overrides)`` returns a ``Gemma3TextConfig`` with exactly the
 published values; ``published_gemma3_text_config(vocab_size=1024)`` keeps all of them but the
-vocabulary. A random full-size checkpoint (about 100M parameters with a 1024-token vocabulary,
-a few seconds and ~400 MB) is::
+vocabulary. A random full-size checkpoint (106M parameters with a 1024-token vocabulary: about
+15 s and 410 MB on two CPU cores) is::
 
     build_sentence_transformers_checkpoint(
         out_dir, num_layers=24, hidden_size=768, intermediate_size=1152, head_dim=256,
@@ -123,6 +130,7 @@ import functools
 import io
 import json
 import os
+import pydoc_data.topics
 import shutil
 import tempfile
 import zlib
@@ -130,11 +138,15 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
-import pydoc_data.topics
 import sentencepiece
 import torch
 from sentence_transformers import SentenceTransformer
-from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
+from sentence_transformers.sentence_transformer.modules import (
+    Dense,
+    Normalize,
+    Pooling,
+    Transformer,
+)
 from transformers import Gemma3TextConfig, Gemma3TextModel, GemmaTokenizer
 
 # The prompt dictionary of google/embeddinggemma-300m's config_sentence_transformers.json.
@@ -155,7 +167,7 @@ PROMPTS: dict[str, str] = {
     "Summarization": "task: summarization | query: ",
 }
 
-PAD_ID, EOS_ID, BOS_ID, UNK_ID, MASK_ID = 0, 1, 2, 3, 4
+PAD_ID, EOS_ID, BOS_ID, UNK_ID = 0, 1, 2, 3
 USER_DEFINED_SYMBOLS = ("<mask>", "<start_of_image>", "<img>", "<end_of_image>")
 
 # Lines added to the pydoc corpus so that prompts, numbers and some non-ASCII scripts get
@@ -175,11 +187,11 @@ _EXTRA_CORPUS = (
     "机器学习是人工智能的一个分支。",
 )
 
-# The published layer pattern: five sliding-window layers, then one full-attention layer.
 _SLIDING, _FULL = "sliding_attention", "full_attention"
 
 
 def _published_layer_types(num_layers: int) -> list[str]:
+    """The published pattern: five sliding-window layers, then one full-attention layer."""
     return [_FULL if i % 6 == 5 else _SLIDING for i in range(num_layers)]
 
 
@@ -360,14 +372,11 @@ def _rewrite_as_published(out_dir: str, *, max_seq_length: int) -> None:
     )
     _write_json(config_path, dict(sorted(config.items())))
 
-    modules = _read_json(os.path.join(out_dir, "modules.json"))
-    modules = [m for m in modules if m["path"] != "4_Normalize"]
-    for m in modules:
-        m["type"] = "sentence_transformers.models." + m["type"].rsplit(".", 1)[1]
-    modules.append(
-        {"idx": 4, "name": "4", "path": "4_Normalize", "type": "sentence_transformers.models.Normalize"}
-    )
-    _write_json(os.path.join(out_dir, "modules.json"), modules)
+    modules_path = os.path.join(out_dir, "modules.json")
+    modules = _read_json(modules_path)
+    for module in modules:
+        module["type"] = "sentence_transformers.models." + module["type"].rsplit(".", 1)[1]
+    _write_json(modules_path, modules)
     shutil.rmtree(os.path.join(out_dir, "4_Normalize"))
 
     _write_json(
@@ -457,7 +466,7 @@ def build_sentence_transformers_checkpoint(
             head_dim=head_dim,
             query_pre_attn_scalar=query_pre_attn_scalar,
             sliding_window=sliding_window,
-            layer_types=list(layer_types or _published_layer_types(num_layers)),
+            **({} if layer_types is None else {"layer_types": list(layer_types)}),
         )
         randomize_weights(Gemma3TextModel(config), seed).save_pretrained(stage)
         tokenizer = GemmaTokenizer.from_pretrained(
@@ -486,12 +495,24 @@ def build_sentence_transformers_checkpoint(
     return out_dir
 
 
+def _modification_stamp(path: str) -> int:
+    return os.stat(path).st_mtime_ns
+
+
 @functools.lru_cache(maxsize=8)
-def _sentence_transformer(st_dir: str) -> SentenceTransformer:
+def _load_sentence_transformer(st_dir: str, stamp: int) -> SentenceTransformer:
+    # ``stamp`` only keys the cache, so a rebuilt folder is loaded again.
     model = SentenceTransformer(
         st_dir, device="cpu", local_files_only=True, model_kwargs={"attn_implementation": "eager"}
     )
     return model.eval()
+
+
+def _sentence_transformer(st_dir: str) -> SentenceTransformer:
+    """The folder's model, cached per path and weights-file modification time."""
+    st_dir = os.fspath(st_dir)
+    stamp = _modification_stamp(os.path.join(st_dir, "model.safetensors"))
+    return _load_sentence_transformer(st_dir, stamp)
 
 
 def reference_embeddings(
@@ -502,7 +523,7 @@ def reference_embeddings(
     ``kind``: ``"query"`` (``encode_query``), ``"document"`` (``encode_document``), any other
     prompt name of ``PROMPTS`` (``encode(prompt_name=kind)``), or ``None`` for no prompt.
     """
-    model = _sentence_transformer(os.fspath(st_dir))
+    model = _sentence_transformer(st_dir)
     texts = list(texts)
     if kind == "query":
         embeddings = model.encode_query(texts, convert_to_numpy=True)
@@ -520,27 +541,36 @@ def reference_token_embeddings(
     to the longest text) and ``Gemma3TextModel``.
 
     Returns ``input_ids`` and ``attention_mask`` ``[batch, seq]`` (int64) and
-    ``last_hidden_state`` ``[batch, seq, hidden]`` (float32, after the final norm); with
+    ``last_hidden_state`` ``[batch, seq, hidden]`` (float32, after the final norm). With
     ``output_hidden_states`` also ``hidden_states`` ``[num_layers + 1, batch, seq, hidden]``:
-    the scaled embeddings, then each block's output (the last one before the final norm).
-    Rows at padded positions are whatever the model computes there; mask them.
+    entry 0 is the scaled embedding lookup and entry ``i`` the output of block ``i - 1``, all
+    before the final norm (taken with forward hooks: transformers' own ``hidden_states`` put
+    the final-normed output in the last entry instead of the last block's). Values at padded
+    positions are whatever the model computes there; mask them.
     """
-    model = _sentence_transformer(os.fspath(st_dir))
+    model = _sentence_transformer(st_dir)
     tokenizer, backbone = model.tokenizer, model[0].auto_model
     batch = tokenizer(list(texts_with_prompt), padding=True, return_tensors="pt")
-    with torch.no_grad():
-        outputs = backbone(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            output_hidden_states=output_hidden_states,
-        )
+    captured: list[torch.Tensor] = []
+
+    def capture(module, inputs, output):
+        captured.append(output[0] if isinstance(output, tuple) else output)
+
+    modules = [backbone.embed_tokens, *backbone.layers] if output_hidden_states else []
+    hooks = [module.register_forward_hook(capture) for module in modules]
+    try:
+        with torch.no_grad():
+            outputs = backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    finally:
+        for hook in hooks:
+            hook.remove()
     result = {
         "input_ids": batch["input_ids"].numpy(),
         "attention_mask": batch["attention_mask"].numpy(),
         "last_hidden_state": outputs.last_hidden_state.float().numpy(),
     }
     if output_hidden_states:
-        result["hidden_states"] = torch.stack(outputs.hidden_states).float().numpy()
+        result["hidden_states"] = torch.stack(captured).float().numpy()
     return result
 
 
@@ -554,7 +584,7 @@ def build_keras_hub_embedding_preset(
     num_query_heads: int = 3,
     num_key_value_heads: int = 1,
     head_dim: int = 32,
-    query_head_dim_normalize: bool = False,
+    query_head_dim_normalize: bool = True,
     sliding_window_size: int = 8,
     pooling_intermediate_dim: int | None = None,
     embedding_dim: int | None = None,
@@ -565,7 +595,9 @@ def build_keras_hub_embedding_preset(
 
     The weights are the Hugging Face builder's for the same ``seed`` and dimensions
     (``pooling_intermediate_dim`` / ``embedding_dim`` default to ``4 * hidden_dim`` /
-    ``hidden_dim``). Imports keras lazily, so the caller's ``KERAS_BACKEND`` applies.
+    ``hidden_dim``); the network is that of ``build_sentence_transformers_checkpoint`` with
+    ``query_pre_attn_scalar=head_dim`` (KerasHub ignores ``query_head_dim_normalize``, see the
+    module docstring). Imports keras lazily, so the caller's ``KERAS_BACKEND`` applies.
     Returns ``out_dir``.
     """
     import keras_hub
@@ -621,11 +653,16 @@ def build_keras_hub_embedding_preset(
 
 def _assign_hf_weights_to_keras_hub(backbone, weights: dict[str, np.ndarray]) -> None:
     """Copy Hugging Face-named tensors into a ``Gemma3Backbone`` (KerasHub's own mapping)."""
-    heads, kv_heads, head_dim = backbone.num_query_heads, backbone.num_key_value_heads, backbone.head_dim
-    hidden = backbone.hidden_dim
+    heads, kv_heads = backbone.num_query_heads, backbone.num_key_value_heads
+    head_dim, hidden = backbone.head_dim, backbone.hidden_dim
 
-    def qkv(w: np.ndarray, n: int) -> np.ndarray:  # [n * head_dim, hidden] -> [n, hidden, head_dim]
+    def qkv(w: np.ndarray, n: int) -> np.ndarray:
+        """``[n * head_dim, hidden]`` -> ``[n, hidden, head_dim]``."""
         return w.reshape(n, head_dim, hidden).transpose(0, 2, 1)
+
+    def out(w: np.ndarray) -> np.ndarray:
+        """``[hidden, heads * head_dim]`` -> ``[heads, head_dim, hidden]``."""
+        return w.reshape(hidden, heads, head_dim).transpose(1, 2, 0)
 
     backbone.get_layer("token_embedding").embeddings.assign(weights["embed_tokens.weight"])
     backbone.get_layer("final_normalization").scale.assign(weights["norm.weight"])
@@ -636,9 +673,7 @@ def _assign_hf_weights_to_keras_hub(backbone, weights: dict[str, np.ndarray]) ->
         attention.query_dense.kernel.assign(qkv(weights[p + "self_attn.q_proj.weight"], heads))
         attention.key_dense.kernel.assign(qkv(weights[p + "self_attn.k_proj.weight"], kv_heads))
         attention.value_dense.kernel.assign(qkv(weights[p + "self_attn.v_proj.weight"], kv_heads))
-        attention.output_dense.kernel.assign(  # [hidden, heads * head_dim] -> [heads, head_dim, hidden]
-            weights[p + "self_attn.o_proj.weight"].reshape(hidden, heads, head_dim).transpose(1, 2, 0)
-        )
+        attention.output_dense.kernel.assign(out(weights[p + "self_attn.o_proj.weight"]))
         attention.query_norm.scale.assign(weights[p + "self_attn.q_norm.weight"])
         attention.key_norm.scale.assign(weights[p + "self_attn.k_norm.weight"])
         block.gating_ffw.kernel.assign(weights[p + "mlp.gate_proj.weight"].T)
@@ -652,22 +687,38 @@ def _assign_hf_weights_to_keras_hub(backbone, weights: dict[str, np.ndarray]) ->
     backbone.get_layer("embedding_projection").kernel.assign(weights["3_Dense.linear.weight"].T)
 
 
-def keras_hub_reference_embeddings(preset_dir: str, texts_with_prompts: Sequence[str]) -> np.ndarray:
+@functools.lru_cache(maxsize=4)
+def _load_keras_hub_preset(preset_dir: str, stamp: int):
+    # ``stamp`` only keys the cache, so a rebuilt preset is loaded again.
+    import keras_hub
+
+    tokenizer = keras_hub.models.Gemma3Tokenizer.from_preset(preset_dir)
+    backbone = keras_hub.models.Gemma3Backbone.from_preset(preset_dir)
+    return tokenizer, backbone
+
+
+def keras_hub_reference_embeddings(
+    preset_dir: str, texts_with_prompts: Sequence[str]
+) -> np.ndarray:
     """KerasHub's own ``pooled_output`` for already-prompted texts, float32 ``[batch, dim]``.
 
     Each text is tokenized by the preset's ``Gemma3Tokenizer`` and packed as
     ``<bos> ids <eos>``, right-padded with ``<pad>`` to the longest text, as KerasHub's
     conversion script for ``embedding_gemma3_300m`` does (the preset has no preprocessor).
-    Subject to KerasHub's asymmetric sliding window (module docstring).
+    Subject to KerasHub's asymmetric sliding window (module docstring). The preset is loaded
+    once per path and weights-file modification time.
     """
     import keras
-    import keras_hub
 
     preset_dir = os.fspath(preset_dir)
-    tokenizer = keras_hub.models.Gemma3Tokenizer.from_preset(preset_dir)
-    backbone = keras_hub.models.Gemma3Backbone.from_preset(preset_dir)
+    stamp = _modification_stamp(os.path.join(preset_dir, "model.weights.h5"))
+    tokenizer, backbone = _load_keras_hub_preset(preset_dir, stamp)
     sequences = [
-        [tokenizer.start_token_id, *keras.ops.convert_to_numpy(tokenizer(text)).tolist(), tokenizer.end_token_id]
+        [
+            tokenizer.start_token_id,
+            *keras.ops.convert_to_numpy(tokenizer(text)).tolist(),
+            tokenizer.end_token_id,
+        ]
         for text in texts_with_prompts
     ]
     length = max(len(s) for s in sequences)

@@ -42,11 +42,6 @@ def backbone_kwargs_from_keras_hub(config):
     num_layers = config["num_layers"]
     sliding = config.get("use_sliding_window_attention", False)
     head_dim = config["head_dim"]
-    scalar = (
-        head_dim
-        if config.get("query_head_dim_normalize", True)
-        else config["hidden_dim"] // config["num_query_heads"]
-    )
     return {
         "vocabulary_size": config["vocabulary_size"],
         "num_layers": num_layers,
@@ -55,7 +50,9 @@ def backbone_kwargs_from_keras_hub(config):
         "hidden_dim": config["hidden_dim"],
         "intermediate_dim": config["intermediate_dim"],
         "head_dim": head_dim,
-        "query_pre_attn_scalar": scalar,
+        # KerasHub 0.32's decoder block always scales by head_dim ** -0.5,
+        # whatever `query_head_dim_normalize` says; we compute what it computes.
+        "query_pre_attn_scalar": head_dim,
         # KerasHub hard-codes Gemma 3's pattern and RoPE bases.
         "layer_types": [
             SLIDING if sliding and i % 6 < 5 else FULL for i in range(num_layers)

@@ -44,12 +44,17 @@ def embed_token_ids(model, token_ids, pad_id, max_length, batch_size, verbose="a
     for start in starts:
         rows = order[start : start + batch_size]
         width = bucket_length(int(lengths[rows].max()), max_length)
-        ids = np.full((len(rows), width), pad_id, dtype="int32")
+        # Rows are padded to a power of two too (filler rows are discarded),
+        # so a final short batch rarely needs a new compilation.
+        height = min(1 << (len(rows) - 1).bit_length(), batch_size)
+        ids = np.full((height, width), pad_id, dtype="int32")
+        row_lengths = np.ones(height, dtype="int64")
+        row_lengths[: len(rows)] = lengths[rows]
         for r, row in enumerate(rows):
             ids[r, : lengths[row]] = token_ids[row]
         # The mask follows the lengths, not the ids, so a <pad> id that a
         # text genuinely contains is still attended to.
-        mask = np.arange(width)[None, :] < lengths[rows][:, None]
+        mask = np.arange(width)[None, :] < row_lengths[:, None]
         batch = {"token_ids": ids, "padding_mask": mask.astype("int32")}
         # `keras.Model.predict_on_batch`, not the Task's, which would run the
         # string preprocessor on these ids.
