@@ -1,11 +1,18 @@
+"""Shared fixtures for tests/ and integration/."""
+
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # oneDNN's fused kernels reorder float sums; the parity tests compare to 1e-5.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
+import sys  # noqa: E402
+
 import keras  # noqa: E402
 import pytest  # noqa: E402
+
+# Test-support modules (numpy reference, reference checkpoint builders).
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "tests"))
 
 
 @pytest.fixture(scope="session")
