@@ -43,3 +43,39 @@ def test_backends_agree(st_checkpoint, tmp_path):
     for backend in ("tensorflow", "torch"):
         np.testing.assert_allclose(results[backend], results["jax"], atol=1e-5, rtol=0,
                                    err_msg=backend)
+
+
+FIRST_BATCH_SCRIPT = """
+import json, sys
+import keras
+import keras_egemma as eg
+from keras_egemma.training import as_training_dataset
+model = eg.EmbeddingGemma.from_preset("embeddinggemma_tiny")
+examples = json.loads(sys.argv[1])
+x, y = next(iter(as_training_dataset(examples, model.preprocessor, batch_size=8,
+                                     sequence_length=24)))
+x = keras.tree.map_structure(lambda t: t.numpy(), x)
+y = keras.tree.map_structure(lambda t: t.numpy(), y)
+total, terms = model.objective(y, model(x))
+print(json.dumps({"total": float(total), **{k: float(v) for k, v in terms.items()}}))
+"""
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="runs once, in the JAX pass")
+def test_backends_start_from_the_same_training_loss():
+    examples = [
+        {"query": f"Where does person {i} work?", "positive": f"Person {i} is a baker in Lima.",
+         "negative": f"Person {i + 1} is a pilot in Oslo."}
+        for i in range(8)
+    ]
+    values = {}
+    for backend in ("jax", "tensorflow", "torch"):
+        env = {**os.environ, "KERAS_BACKEND": backend}
+        result = subprocess.run(
+            [sys.executable, "-c", FIRST_BATCH_SCRIPT, json.dumps(examples)],
+            env=env, check=True, capture_output=True, text=True,
+        )
+        values[backend] = json.loads(result.stdout.strip().splitlines()[-1])
+    for backend in ("tensorflow", "torch"):
+        for term, value in values[backend].items():
+            assert abs(value - values["jax"][term]) <= 1e-4, (backend, term, values)

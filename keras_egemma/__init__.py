@@ -1,6 +1,8 @@
 """keras_egemma: EmbeddingGemma for Keras 3 on JAX, TensorFlow and PyTorch."""
 
 from keras_egemma import layers
+from keras_egemma import losses
+from keras_egemma import training
 from keras_egemma.convert.safetensors_file import CheckpointError
 from keras_egemma.models.backbone import EmbeddingGemmaBackbone
 from keras_egemma.models.embedding_gemma import EmbeddingGemma
@@ -8,4 +10,5 @@ from keras_egemma.models.preprocessor import EmbeddingGemmaPreprocessor
 from keras_egemma.models.prompts import DEFAULT_PROMPTS
 from keras_egemma.models.tokenizer import EmbeddingGemmaTokenizer
 from keras_egemma.presets import list_presets
+from keras_egemma.training.souping import soup
 from keras_egemma.version import __version__

@@ -83,7 +83,8 @@ class EmbeddingGemma(TextEmbedder):
     @property
     def embedding_dim(self):
         """Size of the full embedding (768 for the published model)."""
-        return self.projection_units[-1] if self.projection_units else self.backbone.hidden_dim
+        units = self.projection_head.units
+        return units[-1] if units else self.backbone.hidden_dim
 
     # --- Inference ---------------------------------------------------------
 
@@ -204,6 +205,193 @@ class EmbeddingGemma(TextEmbedder):
         a = keras.ops.convert_to_numpy(l2_normalize(a))
         b = keras.ops.convert_to_numpy(l2_normalize(b))
         return (a @ b.T).astype("float32")
+
+    # --- Training ----------------------------------------------------------
+
+    def compile(
+        self,
+        optimizer="auto",
+        loss="auto",
+        *,
+        mrl_dims=(768, 512, 256, 128),
+        temperature=0.05,
+        hardness_alpha=5.0,
+        include_positive_in_denominator=False,
+        nce_weight=1.0,
+        spread_out_weight=1.0,
+        distillation_weight=1.0,
+        distillation_distance="l2",
+        **kwargs,
+    ):
+        """Configures training; with no arguments, the paper's objective.
+
+        `loss="auto"` trains with NCE (in-batch and hardness-weighted hard
+        negatives, duplicates masked) plus the spread-out regulariser, both
+        summed over the Matryoshka sizes, plus embedding distillation when
+        the data carries teacher embeddings (`keras_egemma.training.objective`).
+        Any other `loss` is passed to `keras.Model.compile` unchanged, for
+        training on token ids with your own targets.
+
+        Args:
+            optimizer: `"auto"` is Adam with learning rate 5e-5.
+            mrl_dims: Matryoshka sizes (those above the embedding size are
+                dropped), or `None` for the full size only.
+            temperature, hardness_alpha, include_positive_in_denominator: NCE
+                settings (`keras_egemma.losses.nce`).
+            nce_weight, spread_out_weight, distillation_weight: weights of
+                the three terms (the paper weighs them uniformly).
+            distillation_distance: `"l2"`, `"cosine"` or `"mse"`.
+
+        Example:
+        ```python
+        model.compile()                       # the paper's objective
+        model.fit(examples, batch_size=32, epochs=1)
+        ```
+        """
+        from keras_egemma.training.objective import EmbeddingGemmaObjective
+
+        self.objective = None
+        if isinstance(loss, str) and loss == "auto":
+            self.objective = EmbeddingGemmaObjective(
+                self.embedding_dim,
+                mrl_dims=mrl_dims,
+                temperature=temperature,
+                hardness_alpha=hardness_alpha,
+                include_positive_in_denominator=include_positive_in_denominator,
+                nce_weight=nce_weight,
+                spread_out_weight=spread_out_weight,
+                distillation_weight=distillation_weight,
+                distillation_distance=distillation_distance,
+            )
+            loss = None
+        super().compile(optimizer=optimizer, loss=loss, **kwargs)
+        if self.objective is not None:
+            self._term_trackers = {
+                name: keras.metrics.Mean(name=name) for name in ("nce", "spread_out")
+            }
+
+    def __call__(self, inputs, *args, **kwargs):
+        # Training batches are a dict of text groups, which the functional
+        # input checks would reject; `call` embeds each group.
+        if isinstance(inputs, dict) and "query" in inputs:
+            return self.call(inputs, training=kwargs.get("training"))
+        return super().__call__(inputs, *args, **kwargs)
+
+    def call(self, inputs, training=None, mask=None):
+        if not (isinstance(inputs, dict) and "query" in inputs):
+            return super().call(inputs, training=training, mask=mask)
+        # Training batches: queries, positives and hard negatives (all packed
+        # to one length) go through the encoder as one batch.
+        parts = [inputs["query"], inputs["positive"]]
+        negatives = inputs.get("negatives")
+        if negatives is not None:
+            batch, k, length = keras.ops.shape(negatives["token_ids"])
+            parts.append({
+                key: keras.ops.reshape(value, (batch * k, length))
+                for key, value in negatives.items()
+            })
+        joined = {
+            key: keras.ops.concatenate(
+                [keras.ops.cast(part[key], "int32") for part in parts], axis=0
+            )
+            for key in ("token_ids", "padding_mask")
+        }
+        embeddings = super().call(joined, training=training)
+        size = keras.ops.shape(inputs["query"]["token_ids"])[0]
+        out = {"query": embeddings[:size], "positive": embeddings[size : 2 * size]}
+        if negatives is not None:
+            out["negatives"] = keras.ops.reshape(
+                embeddings[2 * size :], (size, k, keras.ops.shape(embeddings)[-1])
+            )
+        return out
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        if getattr(self, "objective", None) is None or not isinstance(y_pred, dict):
+            return super().compute_loss(x, y, y_pred, sample_weight, training=training)
+        total, terms = self.objective(y, y_pred)
+        for name, value in terms.items():
+            self._term_trackers[name].update_state(value)
+        return total
+
+    def _training_data(self, data, batch_size, sequence_length, query_task, document_task,
+                       shuffle):
+        from keras_egemma.training.data import as_training_dataset
+
+        if self.preprocessor is None:
+            raise ValueError("Training on text needs the model's preprocessor.")
+        return as_training_dataset(
+            data,
+            self.preprocessor,
+            batch_size=batch_size,
+            sequence_length=sequence_length,
+            query_task=query_task,
+            document_task=document_task,
+            shuffle=shuffle,
+        )
+
+    def fit(
+        self,
+        x=None,
+        y=None,
+        batch_size=32,
+        epochs=1,
+        *,
+        validation_data=None,
+        sequence_length=None,
+        query_task="query",
+        document_task="document",
+        shuffle=True,
+        **kwargs,
+    ):
+        """Trains on (query, positive, negatives, teacher) examples.
+
+        Args:
+            x: a list of example dicts, a generator (function or iterator) of
+                them, or a `tf.data.Dataset` of them (batched or not). An
+                example: `{"query": str, "positive": str, "negative": str or
+                [str, ...] (optional), "teacher": {"query": (D,), "positive":
+                (D,), "negative": (k, D)} (optional), "query_id"/"positive_id"
+                (optional ints marking duplicates)}`.
+            y: must be `None` (targets come from the examples).
+            batch_size: examples per batch (in-batch negatives). Default 32.
+            epochs: passes over the data.
+            validation_data: examples in the same forms, for `val_loss`.
+            sequence_length: padded length of every text; defaults to the
+                preprocessor's (shorter is much faster).
+            query_task, document_task: prompt names for queries and for
+                positives / negatives (retrieval query / document).
+            shuffle: shuffle examples each epoch (Python lists and unbatched
+                datasets). Use `False` with `single_source_batches`.
+            **kwargs: passed to `keras.Model.fit` (callbacks, steps_per_epoch,
+                initial_epoch, verbose, ...).
+
+        Example:
+        ```python
+        model.compile()
+        model.fit(
+            [{"query": "red planet?", "positive": "Mars is red.",
+              "negative": "Venus is hot."}, ...],
+            batch_size=16, epochs=2, sequence_length=128,
+        )
+        ```
+        """
+        if getattr(self, "objective", None) is None:
+            return super().fit(x, y, batch_size=batch_size, epochs=epochs,
+                               validation_data=validation_data, **kwargs)
+        if y is not None:
+            raise ValueError("With the default objective, `y` must be None: targets come "
+                             "from the examples.")
+        prepare = lambda data, mix: self._training_data(  # noqa: E731
+            data, batch_size, sequence_length, query_task, document_task, mix
+        )
+        train = prepare(x, shuffle)
+        validation = None if validation_data is None else prepare(validation_data, False)
+        if "teacher" in train.element_spec[1] and "distillation" not in self._term_trackers:
+            self._term_trackers["distillation"] = keras.metrics.Mean(name="distillation")
+        # Shuffling happened in the pipeline; Keras cannot shuffle a dataset.
+        return keras.Model.fit(
+            self, train, epochs=epochs, validation_data=validation, shuffle=False, **kwargs
+        )
 
     # --- Presets -----------------------------------------------------------
 

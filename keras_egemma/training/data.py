@@ -1,0 +1,248 @@
+"""Training examples -> batched, tokenised `tf.data` pipelines.
+
+An example is a dict: `query` (str), `positive` (str), optional `negative`
+(a str or a list of k strs, the same k for every example), optional
+`teacher` (a dict of teacher embeddings: `query` (D,), `positive` (D,),
+`negative` (k, D)), optional `query_id` / `positive_id` (ints a dataset
+carries to mark duplicates; by default duplicates are found by hashing the
+texts).
+
+The pipeline yields `(x, y)` batches for `EmbeddingGemma.fit`:
+`x = {"query": {"token_ids", "padding_mask"}, "positive": {...},
+"negatives": {... (B, k, L)}}` and `y = {"query_ids", "positive_ids",
+"teacher": {...}}`. Tokenisation runs inside `tf.data` whatever the Keras
+backend, as KerasHub's preprocessors do.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+TEXT_FIELDS = ("query", "positive", "negative")
+_HASH_BUCKETS = 2**62
+
+
+def _fail(index, message):
+    raise ValueError(f"Training example {index}: {message}")
+
+
+def _normalize_example(example, index, num_negatives, teacher_dim):
+    """Validates one example; returns it in canonical form."""
+    if not isinstance(example, dict):
+        _fail(index, f"expected a dict with 'query' and 'positive', got {type(example).__name__}.")
+    unknown = set(example) - {*TEXT_FIELDS, "teacher", "query_id", "positive_id"}
+    if unknown:
+        _fail(index, f"unknown keys {sorted(unknown)}.")
+    for key in ("query", "positive"):
+        if key not in example:
+            _fail(index, f"missing {key!r}.")
+        if not isinstance(example[key], str):
+            _fail(index, f"{key!r} must be a string, got {type(example[key]).__name__}.")
+    out = {"query": example["query"], "positive": example["positive"]}
+    negatives = example.get("negative", [])
+    negatives = [negatives] if isinstance(negatives, str) else list(negatives)
+    if not all(isinstance(n, str) for n in negatives):
+        _fail(index, "'negative' must be a string or a list of strings.")
+    if num_negatives is not None and len(negatives) != num_negatives:
+        _fail(
+            index,
+            f"has {len(negatives)} negatives, earlier examples have {num_negatives}; "
+            "every example needs the same number of hard negatives.",
+        )
+    if negatives:
+        out["negative"] = negatives
+    for key in ("query_id", "positive_id"):
+        if key in example:
+            out[key] = int(example[key])
+    if "teacher" in example:
+        out["teacher"] = _check_teacher(example["teacher"], index, len(negatives), teacher_dim)
+    return out
+
+
+def _check_teacher(teacher, index, num_negatives, teacher_dim):
+    if not isinstance(teacher, dict):
+        _fail(index, "'teacher' must be a dict of embeddings (query, positive, negative).")
+    out = {}
+    for key in ("query", "positive", "negative"):
+        if key == "negative" and not num_negatives:
+            continue
+        if key not in teacher:
+            _fail(index, f"teacher embeddings lack {key!r}.")
+        value = np.asarray(teacher[key], dtype="float32")
+        expected = (num_negatives, teacher_dim) if key == "negative" else (teacher_dim,)
+        if key == "negative" and value.ndim == 1 and num_negatives == 1:
+            value = value[None]
+        if teacher_dim is None:
+            expected = value.shape
+        if value.shape != expected:
+            _fail(index, f"teacher {key!r} has shape {value.shape}, expected {expected}.")
+        if not np.isfinite(value).all():
+            _fail(index, f"teacher {key!r} embedding contains NaN or Inf.")
+        out[key] = value
+    return out
+
+
+def _validated(examples):
+    """Yields canonical examples, checking each agrees with the first one."""
+    num_negatives = teacher_dim = has_teacher = None
+    for index, example in enumerate(examples):
+        example = _normalize_example(example, index, num_negatives, teacher_dim)
+        if num_negatives is None:
+            num_negatives = len(example.get("negative", []))
+            has_teacher = "teacher" in example
+            teacher_dim = example["teacher"]["query"].shape[0] if has_teacher else None
+        if ("teacher" in example) != has_teacher:
+            _fail(index, "either every example has 'teacher' embeddings or none has.")
+        yield example
+
+
+def _signature(example):
+    spec = {
+        "query": tf.TensorSpec((), tf.string),
+        "positive": tf.TensorSpec((), tf.string),
+    }
+    if "negative" in example:
+        spec["negative"] = tf.TensorSpec((len(example["negative"]),), tf.string)
+    for key in ("query_id", "positive_id"):
+        if key in example:
+            spec[key] = tf.TensorSpec((), tf.int64)
+    if "teacher" in example:
+        spec["teacher"] = {
+            k: tf.TensorSpec(v.shape, tf.float32) for k, v in example["teacher"].items()
+        }
+    return spec
+
+
+def _dataset_from_python(data):
+    """A list of dicts, a generator function or an iterator -> unbatched tf.data.
+
+    Examples are validated as they stream, so a bad one is reported with its
+    index (for generators, its position in the stream).
+    """
+    if isinstance(data, (list, tuple)):
+        if not data:
+            raise ValueError("The training data is empty: pass at least one example.")
+        examples = list(_validated(data))
+        ds = tf.data.Dataset.from_generator(
+            lambda: iter(examples), output_signature=_signature(examples[0])
+        )
+        return ds.apply(tf.data.experimental.assert_cardinality(len(examples)))
+    if callable(data):
+        first = next(iter(data()), None)
+        source = lambda: _validated(data())  # noqa: E731 - re-iterable per epoch
+    else:
+        iterator = iter(data)
+        first = next(iterator, None)
+        source = lambda: _validated(_chain(first, iterator))  # noqa: E731
+    if first is None:
+        raise ValueError("The training data is empty: the generator yielded nothing.")
+    signature = _signature(next(_validated([first])))
+    return tf.data.Dataset.from_generator(source, output_signature=signature)
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
+
+
+def _pack(preprocessor, texts, sequence_length):
+    return preprocessor(texts, sequence_length=sequence_length)
+
+
+def _tokenize_batch(preprocessor, sequence_length, query_prompt, document_prompt):
+    def fn(batch):
+        x = {
+            "query": _pack(preprocessor, tf.strings.join([query_prompt, batch["query"]]), sequence_length),
+            "positive": _pack(
+                preprocessor, tf.strings.join([document_prompt, batch["positive"]]), sequence_length
+            ),
+        }
+        if "negative" in batch:
+            negatives = batch["negative"]
+            shape = tf.shape(negatives)
+            flat = tf.strings.join([document_prompt, tf.reshape(negatives, [-1])])
+            packed = _pack(preprocessor, flat, sequence_length)
+            x["negatives"] = {
+                k: tf.reshape(v, [shape[0], shape[1], sequence_length]) for k, v in packed.items()
+            }
+        y = {
+            "query_ids": batch.get("query_id", tf.strings.to_hash_bucket_fast(batch["query"], _HASH_BUCKETS)),
+            "positive_ids": batch.get(
+                "positive_id", tf.strings.to_hash_bucket_fast(batch["positive"], _HASH_BUCKETS)
+            ),
+        }
+        if "teacher" in batch:
+            # Keys as the model's outputs name them ("negatives", plural).
+            y["teacher"] = {
+                {"negative": "negatives"}.get(k, k): tf.debugging.assert_all_finite(
+                    v, f"teacher {k} embeddings contain NaN or Inf"
+                )
+                for k, v in batch["teacher"].items()
+            }
+        return x, y
+
+    return fn
+
+
+def as_training_dataset(
+    data,
+    preprocessor,
+    *,
+    batch_size=32,
+    sequence_length=None,
+    query_task="query",
+    document_task="document",
+    shuffle=False,
+    seed=None,
+):
+    """Builds the tokenised `(x, y)` pipeline that `EmbeddingGemma.fit` trains on.
+
+    Args:
+        data: a list of example dicts, a generator (function or iterator) of
+            them, or a `tf.data.Dataset` of them (unbatched, or already
+            batched: then `batch_size` is ignored).
+        preprocessor: the model's `EmbeddingGemmaPreprocessor`.
+        batch_size: examples per batch; incomplete last batches are dropped
+            (in-batch negatives need full batches).
+        sequence_length: padded length of every text. Defaults to the
+            preprocessor's.
+        query_task / document_task: prompt names for queries and for
+            positives and negatives (defaults: retrieval query / document).
+        shuffle: shuffle examples (buffer of 10,000) before batching.
+        seed: shuffle seed.
+
+    Returns:
+        A `tf.data.Dataset` of `(x, y)` batches.
+
+    Example:
+    ```python
+    ds = as_training_dataset(
+        [{"query": "red planet?", "positive": "Mars is red.", "negative": "Venus."}],
+        model.preprocessor, batch_size=1,
+    )
+    ```
+    """
+    sequence_length = sequence_length or preprocessor.sequence_length
+    query_prompt = preprocessor.prompt_for(query_task) if query_task else ""
+    document_prompt = preprocessor.prompt_for(document_task) if document_task else ""
+    if isinstance(data, tf.data.Dataset):
+        ds = data
+        spec = ds.element_spec
+        if not isinstance(spec, dict) or "query" not in spec or "positive" not in spec:
+            raise ValueError(
+                "A training tf.data.Dataset must yield dicts with 'query' and 'positive' "
+                f"strings; got element_spec {spec}."
+            )
+        batched = spec["query"].shape.rank == 1
+    else:
+        ds = _dataset_from_python(data)
+        batched = False
+    if not batched:
+        if shuffle:
+            ds = ds.shuffle(10_000, seed=seed)
+        if not isinstance(batch_size, int) or batch_size < 2:
+            raise ValueError(
+                f"`batch_size` must be an int >= 2 for in-batch negatives, got {batch_size!r}."
+            )
+        ds = ds.batch(batch_size, drop_remainder=True)
+    fn = _tokenize_batch(preprocessor, sequence_length, query_prompt, document_prompt)
+    return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
