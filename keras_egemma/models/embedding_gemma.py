@@ -308,10 +308,15 @@ class EmbeddingGemma(TextEmbedder):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         if getattr(self, "objective", None) is None or not isinstance(y_pred, dict):
             return super().compute_loss(x, y, y_pred, sample_weight, training=training)
-        total, terms = self.objective(y, y_pred)
+        from keras_egemma.training.distributed import gather_across_replicas
+        from keras_egemma.training.distributed import num_replicas
+
+        total, terms = self.objective(*gather_across_replicas((y, y_pred)))
         for name, value in terms.items():
             self._term_trackers[name].update_state(value)
-        return total
+        # Keras sums gradients over replicas and expects each replica's loss
+        # to be its share of the global loss.
+        return total / num_replicas()
 
     def _training_data(self, data, batch_size, sequence_length, query_task, document_task,
                        shuffle):

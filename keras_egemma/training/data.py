@@ -145,7 +145,9 @@ def _chain(first, rest):
 
 
 def _pack(preprocessor, texts, sequence_length):
-    return preprocessor(texts, sequence_length=sequence_length)
+    packed = preprocessor(texts, sequence_length=sequence_length)
+    # int32 masks: tf.distribute cannot move bool tensors between replicas.
+    return {key: tf.cast(value, tf.int32) for key, value in packed.items()}
 
 
 def _tokenize_batch(preprocessor, sequence_length, query_prompt, document_prompt):

@@ -1,0 +1,70 @@
+"""Data-parallel training: 4 CPU devices of batch 8 train like 1 device of 32.
+
+JAX: `keras.distribution.DataParallel` over 4 host devices
+(`--xla_force_host_platform_device_count=4`). TensorFlow:
+`tf.distribute.MirroredStrategy` over 4 logical CPUs, with in-batch negatives
+all-gathered. Each run is a fresh process (device counts are fixed at start).
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+SCRIPT = """
+import json, sys
+import numpy as np
+import keras
+backend, mode, out = sys.argv[1:4]
+if backend == "tensorflow":
+    import tensorflow as tf
+    cpus = tf.config.list_physical_devices("CPU")
+    tf.config.set_logical_device_configuration(
+        cpus[0], [tf.config.LogicalDeviceConfiguration()] * 4)
+    strategy = (tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(4)])
+                if mode == "parallel" else tf.distribute.get_strategy())
+else:
+    import contextlib, jax
+    assert len(jax.devices()) == 4
+    if mode == "parallel":
+        keras.distribution.set_distribution(keras.distribution.DataParallel())
+    strategy = None
+import keras_egemma as eg
+keras.utils.set_random_seed(0)
+scope = strategy.scope() if strategy else contextlib.nullcontext()
+with scope:
+    model = eg.EmbeddingGemma.from_preset("embeddinggemma_tiny")
+    model.compile(optimizer=keras.optimizers.SGD(0.05), mrl_dims=(128, 64))
+examples = [{"query": f"Where does person {i} work?",
+             "positive": f"Person {i} is a baker in town {i % 5}.",
+             "negative": f"Person {i + 1} is a pilot."} for i in range(64)]
+history = model.fit(examples, batch_size=32, epochs=2, sequence_length=24, shuffle=False,
+                    verbose=0)
+np.save(out, keras.ops.convert_to_numpy(model.projection_head.dense_layers[0].kernel))
+print(json.dumps(history.history))
+"""
+
+
+def run(backend, mode, tmp_path):
+    out = tmp_path / f"{backend}_{mode}.npy"
+    env = {**os.environ, "KERAS_BACKEND": backend,
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    result = subprocess.run([sys.executable, "-c", SCRIPT, backend, mode, str(out)],
+                            env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1]), np.load(out)
+
+
+@pytest.mark.skipif(keras.backend.backend() not in ("jax", "tensorflow"),
+                    reason="data parallel engines: JAX DataParallel, tf.distribute")
+def test_four_devices_train_like_one(tmp_path):
+    backend = keras.backend.backend()
+    single_history, single_kernel = run(backend, "single", tmp_path)
+    parallel_history, parallel_kernel = run(backend, "parallel", tmp_path)
+    for key in ("loss", "nce", "spread_out"):
+        np.testing.assert_allclose(parallel_history[key], single_history[key], atol=1e-5)
+    np.testing.assert_allclose(parallel_kernel, single_kernel, atol=1e-5)
