@@ -221,6 +221,7 @@ class EmbeddingGemma(TextEmbedder):
         spread_out_weight=1.0,
         distillation_weight=1.0,
         distillation_distance="l2",
+        gradient_cache_chunk_size=None,
         **kwargs,
     ):
         """Configures training; with no arguments, the paper's objective.
@@ -241,6 +242,10 @@ class EmbeddingGemma(TextEmbedder):
             nce_weight, spread_out_weight, distillation_weight: weights of
                 the three terms (the paper weighs them uniformly).
             distillation_distance: `"l2"`, `"cosine"` or `"mse"`.
+            gradient_cache_chunk_size: embed each batch in chunks of this many
+                examples and backpropagate chunk by chunk (gradient caching,
+                `keras_egemma.training.gradient_cache`): the same gradients
+                with the activation memory of one chunk. Every backend.
 
         Example:
         ```python
@@ -250,6 +255,13 @@ class EmbeddingGemma(TextEmbedder):
         """
         from keras_egemma.training.objective import EmbeddingGemmaObjective
 
+        if gradient_cache_chunk_size is not None:
+            if not isinstance(gradient_cache_chunk_size, int) or gradient_cache_chunk_size < 1:
+                raise ValueError(
+                    "gradient_cache_chunk_size must be a positive int, got "
+                    f"{gradient_cache_chunk_size!r}."
+                )
+        self.gradient_cache_chunk_size = gradient_cache_chunk_size
         self.objective = None
         if isinstance(loss, str) and loss == "auto":
             self.objective = EmbeddingGemmaObjective(
@@ -304,6 +316,14 @@ class EmbeddingGemma(TextEmbedder):
                 embeddings[2 * size :], (size, k, keras.ops.shape(embeddings)[-1])
             )
         return out
+
+    def train_step(self, *args):
+        if not getattr(self, "gradient_cache_chunk_size", None):
+            return super().train_step(*args)
+        from keras_egemma.training import gradient_cache
+
+        step = getattr(gradient_cache, f"{keras.backend.backend()}_gradient_cache_train_step")
+        return step(self, *args, self.gradient_cache_chunk_size)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         if getattr(self, "objective", None) is None or not isinstance(y_pred, dict):
