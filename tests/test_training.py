@@ -106,6 +106,23 @@ def test_distillation_from_teacher_embeddings():
     assert distill[-1] < distill[0]
 
 
+def test_distillation_through_a_projection_to_a_larger_teacher():
+    model = fresh_model()
+    rng = np.random.default_rng(1)
+    examples = [
+        dict(e, teacher={"query": rng.normal(size=256), "positive": rng.normal(size=256),
+                         "negative": rng.normal(size=(1, 256))})
+        for e in synthetic_retrieval(32, seed=8)
+    ]
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), mrl_dims=None, teacher_dim=256)
+    kernel = model.distillation_projection.trainable_weights[0]
+    start = keras.ops.convert_to_numpy(kernel).copy()
+    history = model.fit(examples, batch_size=8, epochs=3, sequence_length=16, verbose=0)
+    assert history.history["distillation"][-1] < history.history["distillation"][0]
+    assert not np.allclose(keras.ops.convert_to_numpy(kernel), start)
+    assert model.encode_query(["q"]).shape == (1, 128)
+
+
 def test_validation_data_and_resume_from_backup(tmp_path):
     train, val = synthetic_retrieval(64, seed=5), synthetic_retrieval(16, seed=6)
 

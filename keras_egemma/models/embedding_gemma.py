@@ -221,6 +221,7 @@ class EmbeddingGemma(TextEmbedder):
         spread_out_weight=1.0,
         distillation_weight=1.0,
         distillation_distance="l2",
+        teacher_dim=None,
         gradient_cache_chunk_size=None,
         **kwargs,
     ):
@@ -242,6 +243,9 @@ class EmbeddingGemma(TextEmbedder):
             nce_weight, spread_out_weight, distillation_weight: weights of
                 the three terms (the paper weighs them uniformly).
             distillation_distance: `"l2"`, `"cosine"` or `"mse"`.
+            teacher_dim: size of the teacher embeddings in the data, when it
+                differs from the model's: a learnable projection (trained with
+                the model, unused at inference) maps student embeddings to it.
             gradient_cache_chunk_size: embed each batch in chunks of this many
                 examples and backpropagate chunk by chunk (gradient caching,
                 `keras_egemma.training.gradient_cache`): the same gradients
@@ -274,7 +278,13 @@ class EmbeddingGemma(TextEmbedder):
                 spread_out_weight=spread_out_weight,
                 distillation_weight=distillation_weight,
                 distillation_distance=distillation_distance,
+                teacher_dim=teacher_dim,
             )
+            projection = self.objective.distillation.projection
+            if projection is not None:
+                projection.build((None, self.embedding_dim))
+                # An attribute, so the model tracks and trains its weights.
+                self.distillation_projection = projection
             loss = None
         super().compile(optimizer=optimizer, loss=loss, **kwargs)
         if self.objective is not None:

@@ -22,6 +22,9 @@ class EmbeddingGemmaObjective:
             `keras_egemma.losses.nce`.
         nce_weight, spread_out_weight, distillation_weight: term weights.
         distillation_distance: `"l2"`, `"cosine"` or `"mse"`.
+        teacher_dim: the teacher's embedding size when it differs from
+            `embedding_dim`: a learnable projection (`.distillation.projection`)
+            maps student embeddings to it.
 
     Calling it with `(y, y_pred)` returns `(total, {term name: value})`.
     """
@@ -37,6 +40,7 @@ class EmbeddingGemmaObjective:
         spread_out_weight=1.0,
         distillation_weight=1.0,
         distillation_distance="l2",
+        teacher_dim=None,
     ):
         dims = sorted({d for d in (mrl_dims or ()) if d <= embedding_dim} | {embedding_dim},
                       reverse=True)
@@ -49,7 +53,12 @@ class EmbeddingGemmaObjective:
             dims=dims,
         )
         self.spread_out = MatryoshkaLoss(SpreadOutLoss(), dims=dims)
-        self.distillation = EmbeddingDistillationLoss(distance=distillation_distance)
+        projected = teacher_dim is not None and teacher_dim != embedding_dim
+        self.distillation = EmbeddingDistillationLoss(
+            distance=distillation_distance,
+            student_dim=embedding_dim if projected else None,
+            teacher_dim=teacher_dim if projected else None,
+        )
         self.weights = {
             "nce": float(nce_weight),
             "spread_out": float(spread_out_weight),
