@@ -1,0 +1,3 @@
+"""Evaluation metrics for embedding models."""
+
+from keras_egemma.evaluation.retrieval import retrieval_metrics
