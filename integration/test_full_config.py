@@ -5,9 +5,9 @@ the embedding table's size does not change the arithmetic."""
 
 import numpy as np
 import pytest
+import reference_checkpoints as rc
 
 import keras_egemma as eg
-import reference_checkpoints as rc
 
 
 @pytest.fixture(scope="module")

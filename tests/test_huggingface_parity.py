@@ -4,9 +4,9 @@ Gemma3TextModel) on tiny checkpoints of the published layout built here."""
 import keras
 import numpy as np
 import pytest
+import reference_checkpoints as rc
 
 import keras_egemma as eg
-import reference_checkpoints as rc
 
 # 20+ tokens each (the window of 8 binds), different lengths (padding).
 TEXTS = [

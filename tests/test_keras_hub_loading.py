@@ -4,9 +4,9 @@ and the reference's (not KerasHub's) beyond it."""
 
 import numpy as np
 import pytest
+import reference_checkpoints as rc
 
 import keras_egemma as eg
-import reference_checkpoints as rc
 
 SHORT = ["Which planet is red?", "Mars is red.", "A short document."]
 LONG = [

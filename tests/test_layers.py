@@ -2,9 +2,9 @@
 
 import keras
 import numpy as np
+import numpy_reference as ref
 import pytest
 
-import numpy_reference as ref
 from keras_egemma import layers
 
 RNG = np.random.default_rng(0)
@@ -191,7 +191,7 @@ LAYERS = [
 ]
 
 
-@pytest.mark.parametrize("layer", LAYERS, ids=lambda l: type(l).__name__)
+@pytest.mark.parametrize("layer", LAYERS, ids=lambda layer: type(layer).__name__)
 def test_get_config_round_trip(layer):
     config = layer.get_config()
     clone = type(layer).from_config(config)

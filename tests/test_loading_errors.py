@@ -7,9 +7,9 @@ import shutil
 
 import numpy as np
 import pytest
+import reference_checkpoints as rc
 
 import keras_egemma as eg
-import reference_checkpoints as rc
 from keras_egemma.convert import loading
 
 TEXTS = ["Which planet is known as the Red Planet?", "café 東京 🚀 12345   spaces"]

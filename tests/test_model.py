@@ -1,15 +1,14 @@
 """The task model on the bundled tiny preset: shapes, invariances, round trips."""
 
 import os
-import shutil
 import warnings
 
 import keras
 import numpy as np
 import pytest
+from numpy_reference import l2_normalize
 
 import keras_egemma as eg
-from numpy_reference import l2_normalize
 
 TEXTS = [
     "Which planet is known as the Red Planet?",

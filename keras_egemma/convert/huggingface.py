@@ -12,7 +12,6 @@ tokenizer (`tokenizer.model`), `modules.json` listing Transformer -> Pooling
 import json
 import os
 
-
 from keras_egemma.convert.assign import assign_weight
 from keras_egemma.convert.safetensors_file import CheckpointError
 from keras_egemma.convert.safetensors_file import SafetensorsFile

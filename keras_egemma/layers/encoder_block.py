@@ -1,5 +1,4 @@
 import keras
-from keras import ops
 
 from keras_egemma.layers.attention import EmbeddingGemmaAttention
 from keras_egemma.layers.rms_normalization import RMSNormalization

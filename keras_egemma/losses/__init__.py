@@ -20,11 +20,11 @@ def compute_loss(self, x, y, y_pred, sample_weight=None, training=True):
 ```
 """
 
+from keras_egemma.losses.base import EmbeddingLoss
 from keras_egemma.losses.distillation import DistillationProjection
 from keras_egemma.losses.distillation import EmbeddingDistillationLoss
 from keras_egemma.losses.distillation import embedding_distillation
 from keras_egemma.losses.matryoshka import MatryoshkaLoss
-from keras_egemma.losses.base import EmbeddingLoss
 from keras_egemma.losses.nce import NCELoss
 from keras_egemma.losses.nce import duplicate_mask_from_ids
 from keras_egemma.losses.nce import nce
