@@ -729,3 +729,235 @@ def keras_hub_reference_embeddings(
         padding_mask[row, : len(sequence)] = 1
     outputs = backbone({"token_ids": token_ids, "padding_mask": padding_mask})
     return np.asarray(keras.ops.convert_to_numpy(outputs["pooled_output"]), dtype=np.float32)
+
+
+# --- Generative Gemma 3 checkpoints (initialisation sources) ---------------------------------
+#
+# ``build_gemma3_decoder_checkpoint`` (a causal ``Gemma3ForCausalLM`` / ``Gemma3TextModel``
+# folder), ``build_keras_hub_decoder_preset`` (a causal KerasHub ``Gemma3Backbone`` preset) and
+# ``build_t5gemma2_checkpoint`` (a ``T5Gemma2ForConditionalGeneration`` folder with a tiny SigLIP
+# tower) are the sources ``keras_egemma.convert.initialization`` starts from. Their oracles run
+# the source network with bidirectional attention: ``gemma3_bidirectional_hidden_states``,
+# ``keras_hub_bidirectional_hidden_states`` and ``t5gemma2_encoder_hidden_states``, all after the
+# final norm, float32 ``[batch, seq, hidden]``.
+
+
+def build_gemma3_decoder_checkpoint(
+    out_dir: str,
+    *,
+    spm_path: str,
+    architecture: Literal["causal_lm", "text_model"] = "causal_lm",
+    num_layers: int = 6,
+    hidden_size: int = 72,
+    intermediate_size: int = 96,
+    num_attention_heads: int = 3,
+    num_key_value_heads: int = 1,
+    head_dim: int = 32,
+    query_pre_attn_scalar: int = 24,
+    sliding_window: int = 8,
+    max_shard_size: str | None = None,
+    seed: int = 0,
+) -> str:
+    """Build a decoder-only Gemma 3 folder: ``config.json`` (``gemma3_text``,
+    ``use_bidirectional_attention: false``, transformers 5 ``rope_parameters``), safetensors
+    weights (``model.``-prefixed for ``Gemma3ForCausalLM``; sharded with an index when
+    ``max_shard_size`` is given, e.g. ``"100KB"``) and ``tokenizer.model``. Weights follow
+    ``randomize_weights``. Returns ``out_dir``."""
+    from transformers import Gemma3ForCausalLM
+
+    vocab_size = sentencepiece.SentencePieceProcessor(model_file=spm_path).get_piece_size()
+    config = published_gemma3_text_config(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_attention_heads,
+        num_key_value_heads=num_key_value_heads,
+        head_dim=head_dim,
+        query_pre_attn_scalar=query_pre_attn_scalar,
+        sliding_window=sliding_window,
+        use_bidirectional_attention=False,
+    )
+    model_cls = Gemma3ForCausalLM if architecture == "causal_lm" else Gemma3TextModel
+    model = randomize_weights(model_cls(config), seed)
+    kwargs = {} if max_shard_size is None else {"max_shard_size": max_shard_size}
+    model.save_pretrained(out_dir, **kwargs)
+    shutil.copyfile(spm_path, os.path.join(out_dir, "tokenizer.model"))
+    return out_dir
+
+
+def gemma3_bidirectional_hidden_states(
+    folder: str, token_ids: np.ndarray, padding_mask: np.ndarray
+) -> np.ndarray:
+    """The folder's ``Gemma3TextModel`` run with ``use_bidirectional_attention=True`` (eager).
+
+    The flag goes into the config dict before the config is built, so transformers rewrites
+    the sliding window as it does for EmbeddingGemma (``w // 2 + 1``, exclusive: ``|i - j| <=
+    w // 2``); setting it on a built config would keep the causal window's meaning."""
+    values = _read_json(os.path.join(folder, "config.json"))
+    values["use_bidirectional_attention"] = True
+    config = Gemma3TextConfig.from_dict(values)
+    assert config.sliding_window == values["sliding_window"] // 2 + 1
+    model = Gemma3TextModel.from_pretrained(
+        folder, config=config, attn_implementation="eager"
+    ).eval()
+    with torch.no_grad():
+        out = model(
+            input_ids=torch.from_numpy(np.asarray(token_ids, np.int64)),
+            attention_mask=torch.from_numpy(np.asarray(padding_mask, np.int64)),
+        )
+    return out.last_hidden_state.float().numpy()
+
+
+def build_keras_hub_decoder_preset(
+    out_dir: str,
+    *,
+    spm_path: str,
+    num_layers: int = 6,
+    hidden_dim: int = 72,
+    intermediate_dim: int = 96,
+    num_query_heads: int = 3,
+    num_key_value_heads: int = 1,
+    head_dim: int = 32,
+    sliding_window_size: int = 64,
+    global_rope_scaling_factor: float = 1.0,
+    seed: int = 0,
+) -> str:
+    """Build a KerasHub causal ``Gemma3Backbone`` preset (``is_embedding_model=False``,
+    ``use_bidirectional_attention=False``, the layout of Kaggle's ``gemma3_1b``) and its
+    ``Gemma3Tokenizer``. Every variable is drawn by ``_random_array`` from its path, so norms
+    and QK-norms are non-trivial. Returns ``out_dir``."""
+    import keras_hub
+
+    tokenizer = keras_hub.models.Gemma3Tokenizer(proto=spm_path)
+    backbone = keras_hub.models.Gemma3Backbone(
+        vocabulary_size=tokenizer.vocabulary_size(),
+        image_size=None,
+        num_layers=num_layers,
+        num_query_heads=num_query_heads,
+        num_key_value_heads=num_key_value_heads,
+        hidden_dim=hidden_dim,
+        intermediate_dim=intermediate_dim,
+        head_dim=head_dim,
+        query_head_dim_normalize=True,
+        use_query_key_norm=True,
+        use_post_ffw_norm=True,
+        use_post_attention_norm=True,
+        attention_logit_soft_cap=None,
+        final_logit_soft_cap=None,
+        use_sliding_window_attention=True,
+        sliding_window_size=sliding_window_size,
+        local_rope_scaling_factor=1.0,
+        global_rope_scaling_factor=global_rope_scaling_factor,
+        vision_encoder=None,
+        layer_norm_epsilon=1e-6,
+        dtype="float32",
+    )
+    for variable in backbone.weights:
+        variable.assign(_random_array(variable.path, variable.shape, seed))
+    backbone.save_to_preset(out_dir)
+    tokenizer.save_to_preset(out_dir)
+    return out_dir
+
+
+def keras_hub_bidirectional_hidden_states(
+    preset_dir: str, token_ids: np.ndarray, padding_mask: np.ndarray
+) -> np.ndarray:
+    """The preset's ``Gemma3Backbone`` rebuilt with ``use_bidirectional_attention=True``, its
+    weights copied, run by KerasHub. KerasHub's bidirectional sliding window is asymmetric (see
+    the module docstring): compare only inputs of at most ``sliding_window_size // 2`` tokens."""
+    import keras
+    import keras_hub
+
+    source = keras_hub.models.Gemma3Backbone.from_preset(preset_dir, dtype="float32")
+    config = {**source.get_config(), "use_bidirectional_attention": True}
+    bidirectional = keras_hub.models.Gemma3Backbone.from_config(config)
+    bidirectional.set_weights(source.get_weights())
+    out = bidirectional({"token_ids": token_ids, "padding_mask": padding_mask})
+    return np.asarray(keras.ops.convert_to_numpy(out), dtype=np.float32)
+
+
+def build_t5gemma2_checkpoint(
+    out_dir: str,
+    *,
+    spm_path: str,
+    num_layers: int = 6,
+    hidden_size: int = 72,
+    intermediate_size: int = 96,
+    num_attention_heads: int = 3,
+    num_key_value_heads: int = 1,
+    head_dim: int = 32,
+    query_pre_attn_scalar: int = 24,
+    sliding_window: int = 9,
+    eoi_token_index: int = 7,
+    seed: int = 0,
+) -> str:
+    """Build a ``T5Gemma2ForConditionalGeneration`` folder as the hub stores it (tensors
+    ``model.encoder.layers.N...``, ``model.encoder.embed_tokens.{weight,eoi_embedding}``,
+    ``model.decoder...``, ``model.encoder.vision_tower...``) plus ``tokenizer.model``.
+
+    Encoder and decoder share the text dimensions (T5Gemma 2 requires it); the SigLIP tower is
+    one 16-wide layer on 28-pixel images. ``eoi_token_index`` defaults to 7, ``<end_of_image>``
+    of ``train_sentencepiece``'s vocabulary, so the end-of-image embedding can be exercised.
+    Weights follow ``randomize_weights`` (the zero-initialised ``eoi_embedding`` included).
+    Returns ``out_dir``."""
+    from transformers import SiglipVisionConfig
+    from transformers import T5Gemma2Config
+    from transformers import T5Gemma2ForConditionalGeneration
+
+    vocab_size = sentencepiece.SentencePieceProcessor(model_file=spm_path).get_piece_size()
+    text = dict(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_attention_heads,
+        num_key_value_heads=num_key_value_heads,
+        head_dim=head_dim,
+        query_pre_attn_scalar=query_pre_attn_scalar,
+        sliding_window=sliding_window,
+        pad_token_id=PAD_ID,
+        eos_token_id=EOS_ID,
+        bos_token_id=BOS_ID,
+    )
+    vision = SiglipVisionConfig(
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=28,
+        patch_size=14,
+    )
+    config = T5Gemma2Config(
+        encoder=dict(
+            text_config=text,
+            vision_config=vision.to_dict(),
+            mm_tokens_per_image=4,
+            eoi_token_index=eoi_token_index,
+        ),
+        decoder=dict(text),
+        eoi_token_index=eoi_token_index,
+        image_token_index=6,  # <img> in train_sentencepiece's vocabulary
+    )
+    model = randomize_weights(T5Gemma2ForConditionalGeneration(config), seed)
+    model.save_pretrained(out_dir)
+    shutil.copyfile(spm_path, os.path.join(out_dir, "tokenizer.model"))
+    return out_dir
+
+
+def t5gemma2_encoder_hidden_states(
+    folder: str, token_ids: np.ndarray, padding_mask: np.ndarray
+) -> np.ndarray:
+    """The folder's T5Gemma 2 text encoder (loaded by transformers, eager attention) on
+    ``token_ids``: ``last_hidden_state`` after the encoder's final norm."""
+    from transformers import T5Gemma2ForConditionalGeneration
+
+    model = T5Gemma2ForConditionalGeneration.from_pretrained(
+        folder, attn_implementation="eager"
+    ).eval()
+    with torch.no_grad():
+        out = model.get_encoder()(
+            input_ids=torch.from_numpy(np.asarray(token_ids, np.int64)),
+            attention_mask=torch.from_numpy(np.asarray(padding_mask, np.int64)),
+        )
+    return out.last_hidden_state.float().numpy()

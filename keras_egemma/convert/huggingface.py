@@ -172,7 +172,7 @@ def _read_dense(path):
     return config["out_features"], weights
 
 
-def _read_tokenizer_proto(directory):
+def read_tokenizer_proto(directory):
     spm_path = os.path.join(directory, "tokenizer.model")
     if os.path.isfile(spm_path):
         with open(spm_path, "rb") as f:
@@ -263,7 +263,7 @@ def load_huggingface_checkpoint(cls, directory, load_weights=True, dtype=None, *
         "max_position_embeddings", 2048
     )
 
-    tokenizer = EmbeddingGemmaTokenizer(proto=_read_tokenizer_proto(directory))
+    tokenizer = EmbeddingGemmaTokenizer(proto=read_tokenizer_proto(directory))
     if tokenizer.vocabulary_size() > backbone_kwargs["vocabulary_size"]:
         raise CheckpointError(
             f"The tokenizer has {tokenizer.vocabulary_size()} tokens but the "

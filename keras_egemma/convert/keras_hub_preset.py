@@ -20,7 +20,7 @@ from keras_egemma.models.preprocessor import EmbeddingGemmaPreprocessor
 from keras_egemma.models.tokenizer import EmbeddingGemmaTokenizer
 
 KERAS_HUB_CLASS = "keras_hub>Gemma3Backbone"
-_VOCABULARY = os.path.join("assets", "tokenizer", "vocabulary.spm")
+VOCABULARY_PATH = os.path.join("assets", "tokenizer", "vocabulary.spm")
 
 
 def _check(condition, message):
@@ -64,8 +64,13 @@ def backbone_kwargs_from_keras_hub(config):
     }
 
 
-def _copy_weights(source, model):
-    backbone = model.backbone
+def backbone_weight_pairs(source, backbone):
+    """`(KerasHub variable, our variable)` for every transformer weight.
+
+    `source` is a KerasHub `Gemma3Backbone` (embedding model or decoder; its
+    LM head is the tied embedding table and any vision encoder is left out),
+    `backbone` an `EmbeddingGemmaBackbone` of the same dimensions.
+    """
     pairs = [
         (source.token_embedding.embeddings, backbone.token_embedding.embeddings),
         (source.layer_norm.scale, backbone.final_norm.scale),
@@ -87,8 +92,12 @@ def _copy_weights(source, model):
             (a.query_norm.scale, b.query_norm.scale),
             (a.key_norm.scale, b.key_norm.scale),
         ]
+    return pairs
+
+
+def _copy_weights(source, model):
     head = model.projection_head.dense_layers
-    pairs += [
+    pairs = backbone_weight_pairs(source, model.backbone) + [
         (source.get_layer("pooling_dense_1").kernel, head[0].kernel),
         (source.get_layer("embedding_projection").kernel, head[1].kernel),
     ]
@@ -107,9 +116,9 @@ def load_keras_hub_preset(cls, directory, load_weights=True, dtype=None, **kwarg
         f"{KERAS_HUB_CLASS!r}.",
     )
     backbone_config = config["config"]
-    vocabulary = os.path.join(directory, _VOCABULARY)
+    vocabulary = os.path.join(directory, VOCABULARY_PATH)
     if not os.path.isfile(vocabulary):
-        raise CheckpointError(f"{_VOCABULARY} is missing from {directory}.")
+        raise CheckpointError(f"{VOCABULARY_PATH} is missing from {directory}.")
     with open(vocabulary, "rb") as f:
         tokenizer = EmbeddingGemmaTokenizer(proto=f.read())
     backbone = EmbeddingGemmaBackbone(

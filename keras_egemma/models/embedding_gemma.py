@@ -466,6 +466,43 @@ class EmbeddingGemma(TextEmbedder):
         )
 
     @classmethod
+    def from_decoder(cls, source, **kwargs):
+        """A new embedding model initialised from a decoder-only Gemma 3.
+
+        The transformer of a Hugging Face `Gemma3ForCausalLM` /
+        `Gemma3TextModel` folder or a KerasHub `Gemma3Backbone` preset, its
+        attention made bidirectional, with a new pooler and projection head
+        (the "Gemma 3 decoder" initialisation of the paper's Table 2). See
+        `keras_egemma.convert.initialization.embedding_gemma_from_decoder` for
+        the arguments (`projection_units`, `sliding_window`, `seed`, ...).
+
+        Example:
+        ```python
+        model = EmbeddingGemma.from_decoder("./gemma-3-270m", seed=0)
+        ```
+        """
+        from keras_egemma.convert.initialization import embedding_gemma_from_decoder
+
+        return embedding_gemma_from_decoder(source, **kwargs)
+
+    @classmethod
+    def from_t5gemma(cls, source, **kwargs):
+        """A new embedding model from the text encoder of a T5Gemma 2 checkpoint.
+
+        The paper's initialisation (Table 2): Gemma 3 adapted to an
+        encoder-decoder, then its encoder kept. See
+        `keras_egemma.convert.initialization.embedding_gemma_from_t5gemma`.
+
+        Example:
+        ```python
+        model = EmbeddingGemma.from_t5gemma("./t5gemma-2-270m-270m", seed=0)
+        ```
+        """
+        from keras_egemma.convert.initialization import embedding_gemma_from_t5gemma
+
+        return embedding_gemma_from_t5gemma(source, **kwargs)
+
+    @classmethod
     def _from_keras_preset(cls, preset, **kwargs):
         """KerasHub's own preset loading, for presets saved by this library."""
         return super().from_preset(preset, **kwargs)
