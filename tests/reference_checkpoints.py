@@ -141,13 +141,13 @@ import numpy as np
 import sentencepiece
 import torch
 from sentence_transformers import SentenceTransformer
-from sentence_transformers.sentence_transformer.modules import (
-    Dense,
-    Normalize,
-    Pooling,
-    Transformer,
-)
-from transformers import Gemma3TextConfig, Gemma3TextModel, GemmaTokenizer
+from sentence_transformers.sentence_transformer.modules import Dense
+from sentence_transformers.sentence_transformer.modules import Normalize
+from sentence_transformers.sentence_transformer.modules import Pooling
+from sentence_transformers.sentence_transformer.modules import Transformer
+from transformers import Gemma3TextConfig
+from transformers import Gemma3TextModel
+from transformers import GemmaTokenizer
 
 # The prompt dictionary of google/embeddinggemma-300m's config_sentence_transformers.json.
 PROMPTS: dict[str, str] = {
