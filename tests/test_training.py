@@ -223,3 +223,29 @@ def test_soup_refuses_different_configs():
         eg.soup([a, b])
     with pytest.raises(ValueError, match="at least one"):
         eg.soup([])
+
+
+def test_prompts_per_source_dataset():
+    model = fresh_model()
+    sources = {
+        "retrieval": [{"query": f"q{i}", "positive": f"p{i}", "negative": f"n{i}"}
+                      for i in range(4)],
+        "sts": [{"query": f"s{i}", "positive": f"t{i}", "negative": f"u{i}"} for i in range(4)],
+    }
+    tasks = {"retrieval": ("query", "document"), "sts": ("STS", "STS")}
+    flat = single_source_batches(sources, batch_size=4, tasks=tasks)
+    ds = as_training_dataset(flat, model.preprocessor, batch_size=4, sequence_length=24)
+    prompt = model.preprocessor.prompt_for
+    for b, (x, _) in enumerate(ds):
+        for row, example in enumerate(flat[4 * b : 4 * b + 4]):
+            source = "sts" if example["query"].startswith("s") else "retrieval"
+            query_task, document_task = tasks[source]
+            for key, text, task in (
+                ("query", example["query"], query_task),
+                ("negatives", example["negative"], document_task),
+            ):
+                expected = model.preprocessor.tokenize_texts([prompt(task) + text])[0]
+                ids = x[key]["token_ids"].numpy()[row].reshape(-1, 24)[0]
+                assert ids[: len(expected)].tolist() == expected, (source, key)
+    with pytest.raises(ValueError, match="unknown sources"):
+        single_source_batches(sources, batch_size=4, tasks={"nli": ("STS", "STS")})

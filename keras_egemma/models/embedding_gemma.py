@@ -386,7 +386,9 @@ class EmbeddingGemma(TextEmbedder):
                 example: `{"query": str, "positive": str, "negative": str or
                 [str, ...] (optional), "teacher": {"query": (D,), "positive":
                 (D,), "negative": (k, D)} (optional), "query_id"/"positive_id"
-                (optional ints marking duplicates)}`.
+                (optional ints marking duplicates), "query_prompt"/
+                "document_prompt" (optional per-example prompts, as
+                `single_source_batches(..., tasks=...)` sets them)}`.
             y: must be `None` (targets come from the examples).
             batch_size: examples per batch (in-batch negatives). Default 32.
             epochs: passes over the data.

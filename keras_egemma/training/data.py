@@ -5,7 +5,9 @@ An example is a dict: `query` (str), `positive` (str), optional `negative`
 `teacher` (a dict of teacher embeddings: `query` (D,), `positive` (D,),
 `negative` (k, D)), optional `query_id` / `positive_id` (ints a dataset
 carries to mark duplicates; by default duplicates are found by hashing the
-texts).
+texts), optional `query_prompt` / `document_prompt` (literal prompt strings
+for this example's dataset, overriding the pipeline's task prompts; see
+`single_source_batches(..., tasks=...)`).
 
 The pipeline yields `(x, y)` batches for `EmbeddingGemma.fit`:
 `x = {"query": {"token_ids", "padding_mask"}, "positive": {...},
@@ -18,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 TEXT_FIELDS = ("query", "positive", "negative")
+PROMPT_FIELDS = ("query_prompt", "document_prompt")
 _HASH_BUCKETS = 2**62
 
 
@@ -29,7 +32,7 @@ def _normalize_example(example, index, num_negatives, teacher_dim):
     """Validates one example; returns it in canonical form."""
     if not isinstance(example, dict):
         _fail(index, f"expected a dict with 'query' and 'positive', got {type(example).__name__}.")
-    unknown = set(example) - {*TEXT_FIELDS, "teacher", "query_id", "positive_id"}
+    unknown = set(example) - {*TEXT_FIELDS, *PROMPT_FIELDS, "teacher", "query_id", "positive_id"}
     if unknown:
         _fail(index, f"unknown keys {sorted(unknown)}.")
     for key in ("query", "positive"):
@@ -53,6 +56,11 @@ def _normalize_example(example, index, num_negatives, teacher_dim):
     for key in ("query_id", "positive_id"):
         if key in example:
             out[key] = int(example[key])
+    for key in PROMPT_FIELDS:
+        if key in example:
+            if not isinstance(example[key], str):
+                _fail(index, f"{key!r} must be a string, got {type(example[key]).__name__}.")
+            out[key] = example[key]
     if "teacher" in example:
         out["teacher"] = _check_teacher(example["teacher"], index, len(negatives), teacher_dim)
     return out
@@ -86,12 +94,17 @@ def _validated(examples):
     num_negatives = teacher_dim = has_teacher = None
     for index, example in enumerate(examples):
         example = _normalize_example(example, index, num_negatives, teacher_dim)
+        keys = {k for k in (*PROMPT_FIELDS, "query_id", "positive_id") if k in example}
         if num_negatives is None:
             num_negatives = len(example.get("negative", []))
             has_teacher = "teacher" in example
             teacher_dim = example["teacher"]["query"].shape[0] if has_teacher else None
+            optional_keys = keys
         if ("teacher" in example) != has_teacher:
             _fail(index, "either every example has 'teacher' embeddings or none has.")
+        if keys != optional_keys:
+            _fail(index, f"has the optional keys {sorted(keys)}, the first example has "
+                         f"{sorted(optional_keys)}; give them to every example or none.")
         yield example
 
 
@@ -105,6 +118,9 @@ def _signature(example):
     for key in ("query_id", "positive_id"):
         if key in example:
             spec[key] = tf.TensorSpec((), tf.int64)
+    for key in PROMPT_FIELDS:
+        if key in example:
+            spec[key] = tf.TensorSpec((), tf.string)
     if "teacher" in example:
         spec["teacher"] = {
             k: tf.TensorSpec(v.shape, tf.float32) for k, v in example["teacher"].items()
@@ -152,16 +168,23 @@ def _pack(preprocessor, texts, sequence_length):
 
 def _tokenize_batch(preprocessor, sequence_length, query_prompt, document_prompt):
     def fn(batch):
+        # Per-example prompts (one per source dataset) win over the defaults.
+        query_prefix = batch.get("query_prompt", query_prompt)
+        document_prefix = batch.get("document_prompt", document_prompt)
         x = {
-            "query": _pack(preprocessor, tf.strings.join([query_prompt, batch["query"]]), sequence_length),
+            "query": _pack(
+                preprocessor, tf.strings.join([query_prefix, batch["query"]]), sequence_length
+            ),
             "positive": _pack(
-                preprocessor, tf.strings.join([document_prompt, batch["positive"]]), sequence_length
+                preprocessor, tf.strings.join([document_prefix, batch["positive"]]), sequence_length
             ),
         }
         if "negative" in batch:
             negatives = batch["negative"]
             shape = tf.shape(negatives)
-            flat = tf.strings.join([document_prompt, tf.reshape(negatives, [-1])])
+            if "document_prompt" in batch:
+                document_prefix = tf.repeat(document_prefix, shape[1])
+            flat = tf.strings.join([document_prefix, tf.reshape(negatives, [-1])])
             packed = _pack(preprocessor, flat, sequence_length)
             x["negatives"] = {
                 k: tf.reshape(v, [shape[0], shape[1], sequence_length]) for k, v in packed.items()
