@@ -37,3 +37,7 @@ def test_full_config_600_tokens_matches_reference(full_checkpoint):
     expected = rc.reference_embeddings(full_checkpoint, texts, kind="document")
     np.testing.assert_allclose(ours, expected, atol=1e-4, rtol=0)
     assert ours.shape == (2, 768)
+    for dim in (512, 256, 128):
+        truncated = expected[:, :dim] / np.linalg.norm(expected[:, :dim], axis=1, keepdims=True)
+        np.testing.assert_allclose(model.encode_document(texts, dim=dim, batch_size=2),
+                                   truncated, atol=1e-4, rtol=0)
