@@ -249,3 +249,16 @@ def test_prompts_per_source_dataset():
                 assert ids[: len(expected)].tolist() == expected, (source, key)
     with pytest.raises(ValueError, match="unknown sources"):
         single_source_batches(sources, batch_size=4, tasks={"nli": ("STS", "STS")})
+
+
+def test_keras_file_keeps_the_objective_and_optimizer(tmp_path):
+    model = fresh_model()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), temperature=0.1, mrl_dims=(128, 32))
+    model.fit(synthetic_retrieval(16, seed=9), batch_size=8, sequence_length=16, verbose=0)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.objective.nce.loss.temperature == 0.1
+    assert list(loaded.objective.nce.dims) == [128, 32]
+    assert float(loaded.optimizer.learning_rate) == pytest.approx(1e-3)
+    assert int(loaded.optimizer.iterations) == int(model.optimizer.iterations) == 2

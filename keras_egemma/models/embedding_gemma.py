@@ -266,6 +266,18 @@ class EmbeddingGemma(TextEmbedder):
                     f"{gradient_cache_chunk_size!r}."
                 )
         self.gradient_cache_chunk_size = gradient_cache_chunk_size
+        self._objective_config = {
+            "mrl_dims": None if mrl_dims is None else list(mrl_dims),
+            "temperature": temperature,
+            "hardness_alpha": hardness_alpha,
+            "include_positive_in_denominator": include_positive_in_denominator,
+            "nce_weight": nce_weight,
+            "spread_out_weight": spread_out_weight,
+            "distillation_weight": distillation_weight,
+            "distillation_distance": distillation_distance,
+            "teacher_dim": teacher_dim,
+            "gradient_cache_chunk_size": gradient_cache_chunk_size,
+        }
         self.objective = None
         if isinstance(loss, str) and loss == "auto":
             self.objective = EmbeddingGemmaObjective(
@@ -291,6 +303,24 @@ class EmbeddingGemma(TextEmbedder):
             self._term_trackers = {
                 name: keras.metrics.Mean(name=name) for name in ("nce", "spread_out")
             }
+
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        if config is not None:
+            config.update(self._objective_config)
+            if self.objective is not None:
+                config["loss"] = "auto"
+            # Whether the saved file holds optimizer slots to restore.
+            config["optimizer_built"] = bool(getattr(self.optimizer, "built", False))
+        return config
+
+    def compile_from_config(self, config):
+        # `.keras` files restore the objective's settings and the optimizer.
+        config = keras.saving.deserialize_keras_object(config)
+        optimizer_built = config.pop("optimizer_built", False)
+        self.compile(**config)
+        if optimizer_built and self.built:
+            self.optimizer.build(self.trainable_variables)
 
     def __call__(self, inputs, *args, **kwargs):
         # Training batches are a dict of text groups, which the functional
