@@ -238,18 +238,8 @@ def embedding_gemma_from_t5gemma(
     where = f"{directory}/config.json (encoder text_config)"
     if not isinstance(text_config, dict):
         raise CheckpointError(f"{where}: the encoder has no text_config.")
-    _check_huggingface_rope(text_config, where)
-    # The text encoder's config is a Gemma 3 text config; the flags say what
-    # the encoder is (bidirectional, no LM head whose logits get capped).
-    backbone_kwargs = _huggingface_backbone_kwargs(
-        {
-            **text_config,
-            "model_type": "gemma3_text",
-            "use_bidirectional_attention": True,
-            "final_logit_softcapping": None,
-        },
-        where,
-    )
+    # The text encoder's config is a Gemma 3 text config.
+    backbone_kwargs = _bidirectional_backbone_kwargs(text_config, where)
     weights = _open_safetensors(directory)
     prefix = next(
         (p for p in _T5GEMMA2_ENCODER_PREFIXES if p + "embed_tokens.weight" in weights),
@@ -304,18 +294,7 @@ def _huggingface_decoder(directory, config):
             "('gemma3_text': Gemma3ForCausalLM / Gemma3TextModel, or the "
             "multimodal 'gemma3')."
         )
-    _check_huggingface_rope(config, where)
-    # The LM head, the only place the final soft-cap applies, is dropped;
-    # the attention becomes bidirectional.
-    backbone_kwargs = _huggingface_backbone_kwargs(
-        {
-            **config,
-            "model_type": "gemma3_text",
-            "use_bidirectional_attention": True,
-            "final_logit_softcapping": None,
-        },
-        where,
-    )
+    backbone_kwargs = _bidirectional_backbone_kwargs(config, where)
     weights = _open_safetensors(directory)
     return (
         backbone_kwargs,
@@ -459,7 +438,19 @@ def _check_huggingface_rope(config, where):
         raise CheckpointError(_rope_message(where, f"rope_scaling {scaling}"))
 
 
-def _huggingface_backbone_kwargs(config, where):
+def _bidirectional_backbone_kwargs(config, where):
+    """Backbone arguments of a Gemma 3 text config, made an encoder.
+
+    RoPE scaling is refused; the attention becomes bidirectional; the LM
+    head, the only place the final soft-cap applies, is dropped.
+    """
+    _check_huggingface_rope(config, where)
+    config = {
+        **config,
+        "model_type": "gemma3_text",
+        "use_bidirectional_attention": True,
+        "final_logit_softcapping": None,
+    }
     try:
         return backbone_kwargs_from_config(config)
     except KeyError as e:

@@ -280,18 +280,9 @@ class EmbeddingGemma(TextEmbedder):
         }
         self.objective = None
         if isinstance(loss, str) and loss == "auto":
-            self.objective = EmbeddingGemmaObjective(
-                self.embedding_dim,
-                mrl_dims=mrl_dims,
-                temperature=temperature,
-                hardness_alpha=hardness_alpha,
-                include_positive_in_denominator=include_positive_in_denominator,
-                nce_weight=nce_weight,
-                spread_out_weight=spread_out_weight,
-                distillation_weight=distillation_weight,
-                distillation_distance=distillation_distance,
-                teacher_dim=teacher_dim,
-            )
+            objective_args = dict(self._objective_config)
+            objective_args.pop("gradient_cache_chunk_size")
+            self.objective = EmbeddingGemmaObjective(self.embedding_dim, **objective_args)
             projection = self.objective.distillation.projection
             if projection is not None:
                 projection.build((None, self.embedding_dim))
