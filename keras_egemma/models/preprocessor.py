@@ -12,6 +12,26 @@ from keras_egemma.models.prompts import resolve_prompt
 from keras_egemma.models.tokenizer import EmbeddingGemmaTokenizer
 
 
+def clean_text(text):
+    """Makes a `str` encodable as UTF-8, which the tokenizer requires.
+
+    A high surrogate followed by a low one becomes the character the pair
+    encodes; any other (lone) surrogate becomes U+FFFD, the replacement
+    character. Strings from decoded files never hold surrogates; strings built
+    from UTF-16 code units (JSON escapes, Windows APIs) may.
+
+    Example:
+    ```python
+    clean_text("a\\ud800b") == "a\\ufffdb"
+    ```
+    """
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
 def check_texts(texts, what="texts"):
     """Validates user text input; returns `(list_of_str, was_single_string)`."""
     if isinstance(texts, str):
@@ -30,7 +50,13 @@ def check_texts(texts, what="texts"):
     out = []
     for i, text in enumerate(texts):
         if isinstance(text, bytes):
-            text = text.decode("utf-8")
+            try:
+                text = text.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(
+                    f"`{what}[{i}]` is bytes that are not valid UTF-8 ({e}). Decode "
+                    "it with its real encoding and pass a str."
+                ) from None
         if not isinstance(text, str):
             raise TypeError(
                 f"`{what}[{i}]` is a {type(text).__name__}, not a string: "
@@ -93,6 +119,11 @@ class EmbeddingGemmaPreprocessor(Preprocessor):
         self.built = True
 
     def call(self, x, y=None, sample_weight=None, sequence_length=None):
+        # Python strings (not tensors) may hold lone surrogates.
+        if isinstance(x, str):
+            x = clean_text(x)
+        elif isinstance(x, (list, tuple)):
+            x = [clean_text(t) if isinstance(t, str) else t for t in x]
         token_ids, padding_mask = self.packer(
             self.tokenizer(x),
             sequence_length=sequence_length or self.sequence_length,
@@ -136,13 +167,14 @@ class EmbeddingGemmaPreprocessor(Preprocessor):
         """Strings -> list of id lists with `<bos>`/`<eos>`, truncated.
 
         Warns once per preprocessor when a text is longer than
-        `sequence_length` tokens and gets cut.
+        `sequence_length` tokens and gets cut. Lone surrogates are replaced
+        (see `clean_text`); an empty string gives `[<bos>, <eos>]`.
         """
         if not self.built:
             self.build(None)
         budget = self.sequence_length - 2
         start, end = self.tokenizer.start_token_id, self.tokenizer.end_token_id
-        pieces = self.tokenizer.tokenize(list(texts))
+        pieces = self.tokenizer.tokenize([clean_text(text) for text in texts])
         out = []
         truncated = 0
         for ids in pieces:
