@@ -15,6 +15,7 @@ import os
 from keras_egemma.convert.assign import assign_weight
 from keras_egemma.convert.safetensors_file import CheckpointError
 from keras_egemma.convert.safetensors_file import SafetensorsFile
+from keras_egemma.convert.safetensors_file import check_vocabulary_fits
 from keras_egemma.convert.tokenizer_json import spm_proto_from_tokenizer_json
 from keras_egemma.models.backbone import FULL
 from keras_egemma.models.backbone import SLIDING
@@ -30,6 +31,24 @@ _POOLING_MODES = {
     "pooling_mode_lasttoken": "last",
 }
 _WEIGHT_PREFIXES = ("model.language_model.", "language_model.model.", "model.")
+# Weights formats that are Python pickles: unpickling can run arbitrary code.
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+
+def open_safetensors(directory, name="model.safetensors"):
+    """`directory/name` as a `SafetensorsFile`; pickled weights are refused."""
+    path = os.path.join(directory, name)
+    if not os.path.isfile(path) and os.path.isdir(directory):
+        pickled = sorted(f for f in os.listdir(directory) if f.endswith(_PICKLE_SUFFIXES))
+        if pickled:
+            raise CheckpointError(
+                f"{path} is missing; {directory} has only pickled weights "
+                f"({', '.join(pickled)}), which are never loaded because unpickling "
+                "can run arbitrary code. Download the checkpoint's safetensors files, "
+                "or, where you trust the pickle, convert its state dict with "
+                f"safetensors.torch.save_file(state_dict, {name!r})."
+            )
+    return SafetensorsFile(path)
 
 
 def read_json(directory, name, required=True):
@@ -168,8 +187,7 @@ def _read_dense(path):
             f"activation are supported (got bias={config.get('bias', True)}, "
             f"activation={activation})."
         )
-    weights = SafetensorsFile(os.path.join(path, "model.safetensors"))
-    return config["out_features"], weights
+    return config["out_features"], open_safetensors(path)
 
 
 def read_tokenizer_proto(directory):
@@ -264,13 +282,10 @@ def load_huggingface_checkpoint(cls, directory, load_weights=True, dtype=None, *
     )
 
     tokenizer = EmbeddingGemmaTokenizer(proto=read_tokenizer_proto(directory))
-    if tokenizer.vocabulary_size() > backbone_kwargs["vocabulary_size"]:
-        raise CheckpointError(
-            f"The tokenizer has {tokenizer.vocabulary_size()} tokens but the "
-            f"embedding table (config.json vocab_size) has only "
-            f"{backbone_kwargs['vocabulary_size']} rows: tokenizer and weights "
-            "come from different models."
-        )
+    check_vocabulary_fits(
+        tokenizer.vocabulary_size(), backbone_kwargs["vocabulary_size"],
+        f"{directory}: tokenizer", "config.json vocab_size",
+    )
     backbone = EmbeddingGemmaBackbone(**backbone_kwargs, dtype=dtype)
     preprocessor = EmbeddingGemmaPreprocessor(
         tokenizer, sequence_length=sequence_length, prompts=prompts
@@ -283,9 +298,7 @@ def load_huggingface_checkpoint(cls, directory, load_weights=True, dtype=None, *
         **kwargs,
     )
     if load_weights:
-        load_backbone_weights(
-            backbone, SafetensorsFile(os.path.join(directory, "model.safetensors"))
-        )
+        load_backbone_weights(backbone, open_safetensors(directory))
         for layer, (_, weights) in zip(model.projection_head.dense_layers, dense):
             key = "linear.weight"
             if key not in weights:

@@ -13,6 +13,7 @@ import os
 from keras_egemma.convert.assign import assign_weight
 from keras_egemma.convert.huggingface import read_json
 from keras_egemma.convert.safetensors_file import CheckpointError
+from keras_egemma.convert.safetensors_file import check_vocabulary_fits
 from keras_egemma.models.backbone import FULL
 from keras_egemma.models.backbone import SLIDING
 from keras_egemma.models.backbone import EmbeddingGemmaBackbone
@@ -121,6 +122,10 @@ def load_keras_hub_preset(cls, directory, load_weights=True, dtype=None, **kwarg
         raise CheckpointError(f"{VOCABULARY_PATH} is missing from {directory}.")
     with open(vocabulary, "rb") as f:
         tokenizer = EmbeddingGemmaTokenizer(proto=f.read())
+    check_vocabulary_fits(
+        tokenizer.vocabulary_size(), backbone_config["vocabulary_size"],
+        f"{directory}: {VOCABULARY_PATH}", "config.json vocabulary_size",
+    )
     backbone = EmbeddingGemmaBackbone(
         **backbone_kwargs_from_keras_hub(backbone_config), dtype=dtype
     )

@@ -1,7 +1,9 @@
 """Resolving `EmbeddingGemma.from_preset` arguments to a loader."""
 
+import difflib
 import json
 import os
+import re
 
 import h5py
 
@@ -10,6 +12,7 @@ from keras_egemma.convert.huggingface import read_json
 from keras_egemma.convert.keras_hub_preset import KERAS_HUB_CLASS
 from keras_egemma.convert.keras_hub_preset import load_keras_hub_preset
 from keras_egemma.convert.safetensors_file import CheckpointError
+from keras_egemma.convert.safetensors_file import check_vocabulary_fits
 from keras_egemma.presets import PRESETS
 
 # Files fetched from a Hugging Face repository: configs, safetensors and the
@@ -65,9 +68,12 @@ def resolve_directory(preset):
         return download_kaggle(preset[len("kaggle://") :])
     if os.path.isdir(preset):
         return preset
+    close = difflib.get_close_matches(preset, list(PRESETS), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
     raise ValueError(
         f"Unknown preset {preset!r}: not a registered name ({', '.join(PRESETS)}), "
-        "not an existing folder, and not an hf:// or kaggle:// handle."
+        f"not an existing folder, and not an hf:// or kaggle:// handle.{hint} Pass a "
+        "registered name, the path of a preset or checkpoint folder, or a handle."
     )
 
 
@@ -86,6 +92,32 @@ def detect_format(directory):
         f"Gemma3Backbone preset, nor a Hugging Face config (registered_name="
         f"{registered!r})."
     )
+
+
+# Keras names the variable and both shapes when a weights file does not fit
+# (torch prints the file's shape as `torch.Size([a, b])`).
+_SHAPE_ERROR = re.compile(
+    r"variable\.shape=\(([^)]*)\), Received: value\.shape=(?:torch\.Size\(\[|\()"
+    r"([^)\]]*)[)\]]+\. Target variable: <Variable path=([^,]+),"
+)
+
+
+def _load_weights_file(load, path):
+    """Runs `load(path)`, turning Keras's errors into one naming the tensor."""
+    try:
+        load(path)
+    except ValueError as e:
+        match = _SHAPE_ERROR.search(str(e))
+        detail = (
+            f"variable {match[3]} needs shape ({match[1]}) but the file holds ({match[2]})"
+            if match
+            else str(e).splitlines()[0]
+        )
+        raise CheckpointError(
+            f"{path} does not fit the model that task.json describes: {detail}. The "
+            "weights and task.json come from different models; save the preset "
+            "again with `save_to_preset`."
+        ) from None
 
 
 def _load_own_preset(cls, directory, load_weights, dtype, **kwargs):
@@ -111,7 +143,27 @@ def _load_own_preset(cls, directory, load_weights, dtype, **kwargs):
             json.load(f)
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{directory}/task.json is corrupted ({e}).") from None
-    return cls._from_keras_preset(directory, load_weights=load_weights, dtype=dtype, **kwargs)
+    try:
+        # Keras deserialises in safe mode: a config that would run Python
+        # code (a Lambda layer's bytecode) is refused here.
+        model = cls._from_keras_preset(directory, load_weights=False, dtype=dtype, **kwargs)
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(
+            f"{directory}/task.json does not describe a model this library can "
+            f"build safely: {e}"
+        ) from None
+    check_vocabulary_fits(
+        model.preprocessor.tokenizer.vocabulary_size(),
+        model.backbone.vocabulary_size,
+        f"{directory}: assets/tokenizer/vocabulary.spm",
+        "task.json's vocabulary_size",
+    )
+    if load_weights:
+        # Weights are loaded here rather than by KerasHub so that an error
+        # names the file it comes from.
+        _load_weights_file(model.load_task_weights, os.path.join(directory, "task.weights.h5"))
+        _load_weights_file(model.backbone.load_weights, os.path.join(directory, "model.weights.h5"))
+    return model
 
 
 def load_embedding_gemma(cls, preset, load_weights=True, dtype=None, **kwargs):
