@@ -530,6 +530,34 @@ class EmbeddingGemma(TextEmbedder):
         """KerasHub's own preset loading, for presets saved by this library."""
         return super().from_preset(preset, **kwargs)
 
+    def save_to_preset(self, preset_dir, max_shard_size=10):
+        """Saves the model, its tokenizer and its prompts to a preset folder.
+
+        The files are written to a temporary folder beside `preset_dir` and
+        moved into place once complete, so an interrupted save leaves the old
+        preset (or nothing), never a mix. An existing `preset_dir` is replaced
+        if it is empty or a preset saved by this library; any other existing
+        path raises `ValueError` and is left untouched.
+
+        Args:
+            preset_dir: folder to write.
+            max_shard_size: largest weights file in GB before KerasHub shards.
+
+        Example:
+        ```python
+        model.save_to_preset("./my_embeddinggemma")
+        EmbeddingGemma.from_preset("./my_embeddinggemma")
+        ```
+        """
+        from keras_egemma.convert.saving import save_atomically
+
+        save_atomically(
+            lambda folder: super(EmbeddingGemma, self).save_to_preset(
+                folder, max_shard_size=max_shard_size
+            ),
+            preset_dir,
+        )
+
     def get_config(self):
         config = super().get_config()
         config.update(

@@ -1,0 +1,66 @@
+"""Writing presets so that an interrupted save never leaves a broken one."""
+
+import json
+import os
+import shutil
+import tempfile
+
+
+def is_replaceable_preset(directory):
+    """True for an empty folder or a preset saved by this library."""
+    if not os.listdir(directory):
+        return True
+    try:
+        with open(os.path.join(directory, "config.json"), encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(config, dict) and str(config.get("registered_name", "")).startswith(
+        "keras_egemma>"
+    )
+
+
+def save_atomically(save, preset_dir):
+    """Runs `save(folder)` on a temporary sibling of `preset_dir`, then moves
+    the finished folder into place.
+
+    A crash or an exception during `save` leaves `preset_dir` as it was (the
+    old preset, or nothing) and removes the temporary folder. An existing
+    `preset_dir` is replaced only if it is empty or a keras_egemma preset; any
+    other existing path is refused untouched.
+
+    Example:
+    ```python
+    save_atomically(lambda folder: model_saver(folder), "./my_preset")
+    ```
+    """
+    target = os.path.abspath(os.fspath(preset_dir))
+    if os.path.exists(target) and not (
+        os.path.isdir(target) and is_replaceable_preset(target)
+    ):
+        raise ValueError(
+            f"{target} exists and is not a keras_egemma preset, so save_to_preset "
+            "will not replace it. Choose a new folder, or remove it first."
+        )
+    parent, name = os.path.split(target)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{name}.saving-", dir=parent)
+    try:
+        save(staging)
+        if not os.path.exists(target):
+            os.rename(staging, target)
+            return
+        # A folder cannot be renamed over a non-empty one: move the old preset
+        # aside, move the new one in, then delete the old one.
+        old = tempfile.mkdtemp(prefix=f".{name}.old-", dir=parent)
+        os.rmdir(old)
+        os.rename(target, old)
+        try:
+            os.rename(staging, target)
+        except BaseException:
+            os.rename(old, target)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
