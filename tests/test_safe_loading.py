@@ -11,7 +11,7 @@ so `from_preset` returns no model at all, never a partly loaded one):
 | our preset whose `task.json` holds a Lambda layer (Python bytecode) | refused by Keras safe mode, never run |
 | our preset whose `model.weights.h5` is a pickle | "truncated or corrupted", naming the file |
 | our preset whose `task.json` config disagrees with its weights | names the weights file, the variable and both shapes |
-| our preset whose tokenizer has more tokens than the embedding table | names the tokenizer file and both sizes |
+| our preset or a KerasHub preset whose tokenizer has more tokens than the embedding table | names the tokenizer file and both sizes |
 | a misspelt registered name | lists the names, suggests the closest, says what to pass |
 
 Truncated weights, missing files and Hugging Face shape mismatches are in
@@ -145,3 +145,17 @@ def test_misspelt_preset_name():
               r"Did you mean 'embeddinggemma_tiny'\?.*Pass a registered name",
     ):
         eg.EmbeddingGemma.from_preset("embeddinggemma-tiny")
+
+
+def test_keras_hub_preset_with_a_larger_tokenizer(keras_hub_pair, tmp_path):
+    path = tmp_path / "kh"
+    shutil.copytree(keras_hub_pair[0], path)
+    config = json.loads((path / "config.json").read_text())
+    config["config"]["vocabulary_size"] = 100
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(
+        eg.CheckpointError,
+        match=r"tokenizer has 1024 tokens \(.*vocabulary\.spm\) but the embedding table has "
+              r"only 100 rows \(config\.json vocabulary_size\)",
+    ):
+        eg.EmbeddingGemma.from_preset(str(path))
