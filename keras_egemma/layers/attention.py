@@ -2,24 +2,16 @@ import keras
 from keras import ops
 from keras_hub.layers import RotaryEmbedding
 
+from keras_egemma.layers.attention_kernels import band_is_cheaper
+from keras_egemma.layers.attention_kernels import dense_attention
+from keras_egemma.layers.attention_kernels import sliding_window_band_attention
+from keras_egemma.layers.attention_kernels import sliding_window_mask
 from keras_egemma.layers.rms_normalization import RMSNormalization
 
-# Masked logits get a finite value, not -inf: a padded query row whose whole
-# sliding window is padding then softmaxes to a uniform (finite) row instead
-# of NaN, and pooling drops it anyway.
-MASKED_LOGIT = -1e9
 
-
-def sliding_window_mask(length, sliding_window):
-    """Bidirectional window: token i sees token j iff |i - j| <= window // 2.
-
-    This is the rule of the reference implementation (which rewrites the
-    window to `w // 2 + 1` and masks `|i - j| < w // 2 + 1`), symmetric on both
-    sides. Returns a `(length, length)` boolean tensor.
-    """
-    positions = ops.arange(length, dtype="int32")
-    distance = ops.abs(positions[:, None] - positions[None, :])
-    return distance <= sliding_window // 2
+def _static(dim):
+    """A sequence length as a Python int, or `None` while it is symbolic."""
+    return dim if isinstance(dim, int) else None
 
 
 @keras.saving.register_keras_serializable(package="keras_egemma")
@@ -156,12 +148,17 @@ class EmbeddingGemmaAttention(keras.layers.Layer):
         query = ops.reshape(
             query, (batch, length, self.num_key_value_heads, groups, self.head_dim)
         )
-        logits = ops.einsum("btkgh,bskh->bkgts", query, key)
-        logits = ops.cast(logits, "float32")
-        logits = ops.where(self.attention_mask(padding_mask), logits, MASKED_LOGIT)
-        probs = ops.cast(ops.softmax(logits, axis=-1), value.dtype)
-        probs = self.dropout_layer(probs, training=training)
-        out = ops.einsum("bkgts,bskh->btkgh", probs, value)
+        dropout = (lambda p: self.dropout_layer(p, training=training)) if (
+            training and self.dropout) else None
+        if self.sliding_window is not None and band_is_cheaper(
+                _static(length), self.sliding_window):
+            out = sliding_window_band_attention(
+                query, key, value, padding_mask, self.sliding_window, dropout=dropout
+            )
+        else:
+            out = dense_attention(
+                query, key, value, self.attention_mask(padding_mask), dropout=dropout
+            )
         out = ops.reshape(out, (batch, length, self.num_query_heads, self.head_dim))
         return self.output_dense(out)
 
