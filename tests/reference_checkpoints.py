@@ -436,6 +436,7 @@ def build_sentence_transformers_checkpoint(
     max_seq_length: int = 2048,
     seed: int = 0,
     layout: Literal["published", "native"] = "published",
+    vocab_size: int | None = None,
 ) -> str:
     """Build a sentence-transformers folder laid out like google/embeddinggemma-300m.
 
@@ -444,7 +445,9 @@ def build_sentence_transformers_checkpoint(
     so 6 layers are 5 sliding + 1 full; with fewer than 6 layers all are sliding);
     ``projection_intermediate_dim`` and ``embedding_dim`` (the Dense heads, 3072 and 768 when
     published) default to ``4 * hidden_size`` and ``hidden_size``. ``sliding_window`` must be
-    even (transformers serialises an odd window as the even one below it). Returns ``out_dir``.
+    even (transformers serialises an odd window as the even one below it). ``vocab_size``
+    (default: the tokenizer's) sizes the embedding table; 262144 gives the published parameter
+    count with the small tokenizer, whose ids all fit. Returns ``out_dir``.
     """
     if sliding_window % 2:
         raise ValueError(f"sliding_window must be even, got {sliding_window}")
@@ -455,7 +458,8 @@ def build_sentence_transformers_checkpoint(
             spm_path = train_sentencepiece(stage)
         else:
             shutil.copyfile(spm_path, os.path.join(stage, "tokenizer.model"))
-        vocab_size = sentencepiece.SentencePieceProcessor(model_file=spm_path).get_piece_size()
+        pieces = sentencepiece.SentencePieceProcessor(model_file=spm_path).get_piece_size()
+        vocab_size = vocab_size or pieces
         config = published_gemma3_text_config(
             vocab_size=vocab_size,
             hidden_size=hidden_size,

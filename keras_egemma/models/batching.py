@@ -3,6 +3,8 @@
 import keras
 import numpy as np
 
+from keras_egemma.models.inference import inference_function
+
 # Batches are padded up to one of these lengths, so a compiled predict
 # function sees few distinct shapes while short texts stay cheap.
 _BUCKETS = (16, 32, 64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
@@ -41,6 +43,7 @@ def embed_token_ids(model, token_ids, pad_id, max_length, batch_size, verbose="a
     show = verbose is True or (verbose == "auto" and len(starts) > 1)
     progress = keras.utils.Progbar(len(order), unit_name="text") if show else None
     outputs = np.empty((len(order),), dtype=object)
+    forward = inference_function(model)
     for start in starts:
         rows = order[start : start + batch_size]
         width = bucket_length(int(lengths[rows].max()), max_length)
@@ -56,9 +59,7 @@ def embed_token_ids(model, token_ids, pad_id, max_length, batch_size, verbose="a
         # text genuinely contains is still attended to.
         mask = np.arange(width)[None, :] < row_lengths[:, None]
         batch = {"token_ids": ids, "padding_mask": mask.astype("int32")}
-        # `keras.Model.predict_on_batch`, not the Task's, which would run the
-        # string preprocessor on these ids.
-        result = np.asarray(keras.Model.predict_on_batch(model, batch))
+        result = forward(batch)
         for r, row in enumerate(rows):
             outputs[row] = result[r]
         if progress is not None:

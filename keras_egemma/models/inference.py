@@ -1,0 +1,81 @@
+"""The compiled forward pass behind `EmbeddingGemma.encode`.
+
+`encode` pads batches to a few (rows, length) buckets, so a function
+compiled once per bucket serves every later batch of that shape. Shapes are
+kept static on purpose: the sliding layers pick their band form from the
+sequence length when they are traced (`attention_kernels.band_is_cheaper`).
+
+- JAX: `jax.jit` of the model's stateless call (XLA); the variables are
+  passed in on each call, so a model that keeps training stays current.
+- TensorFlow: a `tf.function` per shape (no shape relaxation, which would
+  hide the length), compiled with XLA (`jit_compile=True`).
+- PyTorch: eager under `torch.inference_mode()`: no autograd bookkeeping.
+"""
+
+import keras
+import numpy as np
+
+
+def _jax_forward(model):
+    import jax
+
+    @jax.jit
+    def forward(trainable, non_trainable, batch):
+        return model.stateless_call(trainable, non_trainable, batch, training=False)[0]
+
+    def run(batch):
+        trainable = [v.value for v in model.trainable_variables]
+        non_trainable = [v.value for v in model.non_trainable_variables]
+        return np.asarray(forward(trainable, non_trainable, batch))
+
+    return run
+
+
+def _tensorflow_forward(model):
+    import tensorflow as tf
+
+    forward = tf.function(lambda batch: model(batch, training=False), jit_compile=True)
+
+    def run(batch):
+        return forward({k: tf.constant(v) for k, v in batch.items()}).numpy()
+
+    return run
+
+
+def _torch_forward(model):
+    import torch
+
+    def run(batch):
+        with torch.inference_mode():
+            return keras.ops.convert_to_numpy(model(batch, training=False))
+
+    return run
+
+
+def inference_function(model):
+    """`batch -> numpy embeddings` for `model`, compiled for the backend.
+
+    Built once per model and cached on it.
+
+    Args:
+        model: a Keras model taking `{"token_ids", "padding_mask"}` int32
+            arrays `(batch, length)`.
+
+    Returns:
+        A callable taking that dict of numpy arrays and returning a numpy
+        array `(batch, embedding_dim)`.
+
+    Example:
+    ```python
+    forward = inference_function(model)
+    embeddings = forward({"token_ids": ids, "padding_mask": mask})
+    ```
+    """
+    cached = model.__dict__.get("_inference_function")
+    if cached is None:
+        build = {"jax": _jax_forward, "tensorflow": _tensorflow_forward,
+                 "torch": _torch_forward}[keras.backend.backend()]
+        cached = build(model)
+        # Set through __dict__: Keras tracks attributes set on a layer.
+        model.__dict__["_inference_function"] = cached
+    return cached
