@@ -1,15 +1,17 @@
 import keras
 from keras import ops
 
-# As torch.nn.functional.normalize: x / max(||x||, 1e-12).
-_MIN_NORM = 1e-12
+# As torch.nn.functional.normalize: x / max(||x||, 1e-12). The floor goes
+# under the square root, whose gradient is infinite at 0: clamping after it
+# would give 0 * inf = NaN gradients for a zero vector (an all-padding row).
+_MIN_SQUARED_NORM = 1e-24
 
 
 def l2_normalize(x, axis=-1):
     """`x / max(||x||_2, 1e-12)` along `axis`, computed in float32."""
     x = ops.cast(x, "float32")
-    norm = ops.sqrt(ops.sum(ops.square(x), axis=axis, keepdims=True))
-    return x / ops.maximum(norm, _MIN_NORM)
+    squared = ops.sum(ops.square(x), axis=axis, keepdims=True)
+    return x / ops.sqrt(ops.maximum(squared, _MIN_SQUARED_NORM))
 
 
 @keras.saving.register_keras_serializable(package="keras_egemma")
