@@ -12,6 +12,8 @@ import keras
 import numpy as np
 import numpy_reference as ref
 import pytest
+from test_layers import random_attention_weights
+from test_layers import set_attention
 
 from keras_egemma import layers
 from keras_egemma.layers import attention_kernels as kernels
@@ -78,15 +80,8 @@ def test_attention_layer_band_path_matches_numpy(length, padded):
         sliding_window=window,
     )
     layer.build(x.shape)
-    w = {
-        "q": RNG.normal(0, 0.3, (3, d, 16)), "k": RNG.normal(0, 0.3, (1, d, 16)),
-        "v": RNG.normal(0, 0.3, (1, d, 16)), "o": RNG.normal(0, 0.3, (3, 16, d)),
-        "q_norm": RNG.normal(0, 0.5, (16,)), "k_norm": RNG.normal(0, 0.5, (16,)),
-    }
-    for var, key in [(layer.query_dense.kernel, "q"), (layer.key_dense.kernel, "k"),
-                     (layer.value_dense.kernel, "v"), (layer.output_dense.kernel, "o"),
-                     (layer.query_norm.scale, "q_norm"), (layer.key_norm.scale, "k_norm")]:
-        var.assign(w[key])
+    w = random_attention_weights(d)
+    set_attention(layer, w)
     out = np_(layer(x, padding_mask=mask))
     expected = ref.attention(x, mask, w, heads=3, kv_heads=1, head_dim=16, scalar=12,
                              window=window, base=10_000.0, eps=1e-6)
