@@ -1,7 +1,8 @@
-"""Retrieval metrics against values worked out by hand."""
+"""Evaluation: metrics against hand-worked values, pytrec_eval and scipy; local datasets; mteb."""
 
 import math
 
+import keras
 import numpy as np
 import pytest
 
@@ -145,6 +146,9 @@ def test_dataset_errors(tmp_path):
         load_sts_dataset(folder)
 
 
+@pytest.mark.skipif(keras.backend.backend() != "jax",
+                    reason="once, in the JAX pass: the wrapper only calls `encode`, which is "
+                           "checked on every backend elsewhere; mteb itself is slow to run")
 def test_mteb_accepts_the_encoder(tmp_path):
     """mteb runs a retrieval and an STS task defined here, offline, and its
     scores (its own pytrec_eval / scipy code) equal ours."""

