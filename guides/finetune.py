@@ -71,7 +71,7 @@ print(f"{len(train)} training triplets, {len(held_out)} held-out pairs")
 # %%
 model = eg.EmbeddingGemma.from_preset(PRESET)
 full_dim = model.embedding_dim
-DIMS = [d for d in (768, 512, 256, 128, 64, 32) if d <= full_dim]
+DIMS = [full_dim] + [d for d in (512, 256, 128, 64, 32) if d < full_dim]
 
 
 def evaluate(model):
