@@ -1,5 +1,6 @@
 """Prompts, tokenizer and packing."""
 
+import keras
 import numpy as np
 import pytest
 
@@ -72,6 +73,23 @@ def test_tf_data_pipeline(preprocessor):
     ds = tf.data.Dataset.from_tensor_slices(["first text", "second, longer text here"]).batch(2)
     batch = next(iter(ds.map(lambda x: preprocessor(x, sequence_length=16))))
     assert tuple(batch["token_ids"].shape) == (2, 16)
+
+
+def test_tf_data_pipeline_survives_set_random_seed(preprocessor):
+    # `keras.utils.set_random_seed` clears TensorFlow's eager kernel cache,
+    # which owned the SentencePiece resource of an eagerly built tokenizer:
+    # the pipeline then failed with "Resource ... SentencepieceOp does not
+    # exist".
+    import tensorflow as tf
+
+    texts = ["first text", "second, longer text here"]
+    keras.utils.set_random_seed(0)
+    ds = tf.data.Dataset.from_tensor_slices(texts).batch(2)
+    batch = next(iter(ds.map(lambda x: preprocessor(x, sequence_length=16))))
+    eager = preprocessor(texts, sequence_length=16)
+    np.testing.assert_array_equal(
+        np.asarray(batch["token_ids"]), keras.ops.convert_to_numpy(eager["token_ids"])
+    )
 
 
 def test_titles_and_prompt_formatting(preprocessor):
