@@ -277,9 +277,7 @@ model_for_inference = eg.EmbeddingGemma(model.backbone, model.preprocessor,
                                         projection_units=PROJECTION_UNITS)
 model_for_inference.set_weights(model.get_weights())
 model_for_inference.save_to_preset(OUTPUT)
-# The same initial weights, untrained, as a baseline. Built only now: a
-# second tokenizer built from a proto before `fit` breaks the TensorFlow
-# input pipeline's SentencePiece resource (NotFoundError).
+# The same initial weights, untrained, as a baseline.
 random_model = student()
 
 # %% [markdown]
