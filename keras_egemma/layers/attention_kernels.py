@@ -24,11 +24,13 @@ def sliding_window_mask(length, sliding_window):
     return distance <= sliding_window // 2
 
 
-def _softmax_attention(equation_logits, equation_out, query, key, value, mask):
+def _softmax_attention(equation_logits, equation_out, query, key, value, mask, dropout):
     logits = ops.cast(ops.einsum(equation_logits, query, key), "float32")
     logits = ops.where(mask, logits, MASKED_LOGIT)
     probs = ops.cast(ops.softmax(logits, axis=-1), value.dtype)
-    return probs, lambda p: ops.einsum(equation_out, p, value)
+    if dropout is not None:
+        probs = dropout(probs)
+    return ops.einsum(equation_out, probs, value)
 
 
 def dense_attention(query, key, value, mask, dropout=None):
@@ -39,10 +41,9 @@ def dense_attention(query, key, value, mask, dropout=None):
             length)` (query positions on the second-to-last axis).
         dropout: optional callable applied to the attention probabilities.
     """
-    probs, attend = _softmax_attention(
-        "btkgh,bskh->bkgts", "bkgts,bskh->btkgh", query, key, value, mask
+    return _softmax_attention(
+        "btkgh,bskh->bkgts", "bkgts,bskh->btkgh", query, key, value, mask, dropout
     )
-    return attend(dropout(probs) if dropout else probs)
 
 
 def band_is_cheaper(length, sliding_window):
@@ -108,9 +109,8 @@ def sliding_window_band_attention(query, key, value, padding_mask, sliding_windo
     window = distance <= sliding_window // 2
     mask = ops.logical_and(window[None, None, None], valid[:, None, None, None, :])
 
-    probs, attend = _softmax_attention(
-        "bqkgh,bskh->bkgqs", "bkgqs,bskh->bqkgh", query, key, value, mask
+    out = _softmax_attention(
+        "bqkgh,bskh->bkgqs", "bkgqs,bskh->bqkgh", query, key, value, mask, dropout
     )
-    out = attend(dropout(probs) if dropout else probs)
     out = ops.reshape(out, (batch, blocks * block, kv_heads, groups, head_dim))
     return out[:, :length]
