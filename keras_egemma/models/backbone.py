@@ -140,8 +140,12 @@ class EmbeddingGemmaBackbone(Backbone):
         padding_mask = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
         x = self.token_embedding(token_ids)
         # The scale is cast to the weight dtype first, as the reference does
-        # (sqrt(768) is 27.7128 in float32 and 27.75 in bfloat16).
-        x = x * ops.cast(math.sqrt(hidden_dim), x.dtype)
+        # (sqrt(768) is 27.7128 in float32 and 27.75 in bfloat16). It enters
+        # the graph as a Python float (exact in that dtype), not as a tensor
+        # made here: a traced TF function captures such a tensor, and tf2onnx
+        # turns the capture into an extra ONNX model input.
+        scale = ops.cast(ops.cast(math.sqrt(hidden_dim), x.dtype), "float32")
+        x = x * float(ops.convert_to_numpy(scale))
         for block in self.transformer_layers:
             x = block(x, padding_mask=padding_mask)
         sequence_output = self.final_norm(x)
