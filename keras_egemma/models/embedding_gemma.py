@@ -11,6 +11,9 @@ from keras_egemma.models.batching import embed_token_ids
 from keras_egemma.models.dtypes import check_dtype
 from keras_egemma.models.preprocessor import EmbeddingGemmaPreprocessor
 from keras_egemma.models.preprocessor import check_texts
+from keras_egemma.quantization.weight_quantization import DEFAULT_BLOCK_SIZE
+from keras_egemma.quantization.weight_quantization import check_saved_quantization
+from keras_egemma.quantization.weight_quantization import quantize_weights
 
 
 @keras.saving.register_keras_serializable(package="keras_egemma")
@@ -55,8 +58,11 @@ class EmbeddingGemma(TextEmbedder):
         pooling="mean",
         projection_units=(3072, 768),
         attention_pooling_heads=4,
+        quantization=None,
+        projection_dtype=None,
         **kwargs,
     ):
+        check_saved_quantization(quantization, "The model config")
         # === Layers ===
         self.backbone = backbone
         self.preprocessor = preprocessor
@@ -64,8 +70,12 @@ class EmbeddingGemma(TextEmbedder):
         self.pooler = get_pooler(
             pooling, dtype=backbone.dtype_policy, name="pooler", **pooler_kwargs
         )
+        # A quantized model's head gets its layers' policies back from the
+        # config (the backbone keeps its own in its dtype policy map).
         self.projection_head = EmbeddingProjectionHead(
-            units=projection_units, dtype=backbone.dtype_policy, name="projection_head"
+            units=projection_units,
+            dtype=backbone.dtype_policy if projection_dtype is None else projection_dtype,
+            name="projection_head",
         )
 
         # === Functional model ===
@@ -79,6 +89,10 @@ class EmbeddingGemma(TextEmbedder):
         self.pooling = pooling
         self.projection_units = tuple(projection_units)
         self.attention_pooling_heads = attention_pooling_heads
+        self.quantization = quantization
+        # Keras wraps `quantize` per instance with a check that knows only its
+        # own modes ("mixed" is a recipe over them); use the method as defined.
+        self.__dict__["quantize"] = type(self).quantize.__get__(self)
 
     @property
     def embedding_dim(self):
@@ -451,6 +465,51 @@ class EmbeddingGemma(TextEmbedder):
             self, train, epochs=epochs, validation_data=validation, shuffle=False, **kwargs
         )
 
+    # --- Quantization ------------------------------------------------------
+
+    def quantize(self, mode=None, config=None, filters=None, block_size=DEFAULT_BLOCK_SIZE,
+                 **kwargs):
+        """Quantizes the weights in place with Keras' quantization layers.
+
+        The token embedding table (two thirds of the parameters), every
+        attention, feed-forward and projection-head kernel are quantized;
+        norms, the pooler and the tokenizer are not. Activations stay in the
+        compute dtype. The recipe is saved with `save_to_preset`, and
+        `from_preset` rebuilds the quantized layers directly (the float
+        weights are never materialised).
+
+        Args:
+            mode: `"int8"`: symmetric int8 with one scale per output channel
+                (per table row for the embedding). `"int4"`: int4 with a scale
+                and zero point per block of `block_size` consecutive inputs
+                (like Q4_0/Q4_1), two values per byte. `"mixed"`: the paper's
+                per-channel recipe: int8 for the attention projections, int4
+                for the embedding table, feed-forward and projection head.
+            config: not supported; the recipe is set by `mode` (use
+                `keras.Model.quantize` on a sub-layer for custom quantizers).
+            filters: not supported, for the same reason.
+            block_size: inputs per int4 block (`mode="int4"`); must divide
+                every layer's input size. Default 32.
+
+        Example:
+        ```python
+        model = EmbeddingGemma.from_preset("embeddinggemma_300m")
+        model.quantize("int4", block_size=32)
+        model.save_to_preset("./embeddinggemma_int4")   # ~0.2 GB
+        ```
+        """
+        if config is not None or filters is not None or kwargs:
+            raise ValueError(
+                "EmbeddingGemma.quantize takes `mode` and `block_size` only (the layers "
+                "and their quantizers follow the recipe). For custom quantization, call "
+                "`layer.quantize(...)` on the layers of `model.backbone`."
+            )
+        self.quantization = quantize_weights(self, mode, block_size)
+        # Compiled functions captured the float variables.
+        self.__dict__.pop("_inference_function", None)
+        self.train_function = self.test_function = self.predict_function = None
+        self._post_quantize(mode)
+
     # --- Presets -----------------------------------------------------------
 
     @classmethod
@@ -567,4 +626,10 @@ class EmbeddingGemma(TextEmbedder):
                 "attention_pooling_heads": self.attention_pooling_heads,
             }
         )
+        if self.quantization is not None:
+            head_policies = keras.dtype_policies.DTypePolicyMap(self.backbone.dtype_policy)
+            for layer in self.projection_head.dense_layers:
+                head_policies[layer.path] = layer.dtype_policy
+            config["quantization"] = dict(self.quantization)
+            config["projection_dtype"] = keras.dtype_policies.serialize(head_policies)
         return config

@@ -1,0 +1,4 @@
+from keras_egemma.quantization.weight_quantization import DEFAULT_BLOCK_SIZE
+from keras_egemma.quantization.weight_quantization import MODES
+from keras_egemma.quantization.weight_quantization import quantizable_layers
+from keras_egemma.quantization.weight_quantization import quantize_weights
