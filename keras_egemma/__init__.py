@@ -1,5 +1,6 @@
 """keras_egemma: EmbeddingGemma for Keras 3 on JAX, TensorFlow and PyTorch."""
 
+from keras_egemma import export
 from keras_egemma import layers
 from keras_egemma import losses
 from keras_egemma import training
