@@ -60,9 +60,10 @@ def export_saved_model(model, path, task="document", dim=None, *, prompt=None, v
     if backend not in ("tensorflow", "jax"):
         raise ValueError(
             f"A TensorFlow SavedModel cannot be exported from the {backend} backend: Keras "
-            "converts PyTorch models through torch_xla, which neither takes this model's "
-            "dict inputs nor installs beside current PyTorch releases. Export it from the "
-            "TensorFlow or JAX backend. " + SWITCH_BACKEND.format(backend="tensorflow")
+            "converts PyTorch models through torch_xla (a separate install tied to one "
+            "PyTorch release), and that path takes no dict inputs such as this model's "
+            "token ids and padding mask. Export it from the TensorFlow or JAX backend. "
+            + SWITCH_BACKEND.format(backend="tensorflow")
         )
     if model.preprocessor is None:
         raise ValueError(
