@@ -1,5 +1,6 @@
 """Resolving `EmbeddingGemma.from_preset` arguments to a loader."""
 
+import contextlib
 import difflib
 import json
 import os
@@ -7,6 +8,8 @@ import re
 
 import h5py
 
+from keras_egemma.convert.deferred_variables import deferred_variables
+from keras_egemma.convert.deferred_variables import unassigned
 from keras_egemma.convert.huggingface import load_huggingface_checkpoint
 from keras_egemma.convert.huggingface import read_json
 from keras_egemma.convert.keras_hub_preset import KERAS_HUB_CLASS
@@ -143,10 +146,16 @@ def _load_own_preset(cls, directory, load_weights, dtype, **kwargs):
             json.load(f)
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{directory}/task.json is corrupted ({e}).") from None
+    # With weights to read, variables get no random initial values first.
+    build_scope = deferred_variables() if load_weights else contextlib.nullcontext([])
     try:
         # Keras deserialises in safe mode: a config that would run Python
         # code (a Lambda layer's bytecode) is refused here.
-        model = cls._from_keras_preset(directory, load_weights=False, dtype=dtype, **kwargs)
+        with build_scope as pending:
+            # Compiled afterwards: the optimizer's variables need values now.
+            model = cls._from_keras_preset(
+                directory, load_weights=False, dtype=dtype, compile=False, **kwargs
+            )
     except (ValueError, TypeError) as e:
         raise CheckpointError(
             f"{directory}/task.json does not describe a model this library can "
@@ -163,6 +172,13 @@ def _load_own_preset(cls, directory, load_weights, dtype, **kwargs):
         # names the file it comes from.
         _load_weights_file(model.load_task_weights, os.path.join(directory, "task.weights.h5"))
         _load_weights_file(model.backbone.load_weights, os.path.join(directory, "model.weights.h5"))
+        missing = unassigned(pending)
+        if missing:
+            raise CheckpointError(
+                f"The weights files of {directory} hold no value for {', '.join(missing)}. "
+                "Save the preset again with `save_to_preset`."
+            )
+    model.compile()
     return model
 
 

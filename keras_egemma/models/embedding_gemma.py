@@ -12,6 +12,7 @@ from keras_egemma.models.dtypes import check_dtype
 from keras_egemma.models.preprocessor import EmbeddingGemmaPreprocessor
 from keras_egemma.models.preprocessor import check_texts
 from keras_egemma.quantization.weight_quantization import DEFAULT_BLOCK_SIZE
+from keras_egemma.quantization.weight_quantization import check_quantization_arguments
 from keras_egemma.quantization.weight_quantization import check_saved_quantization
 from keras_egemma.quantization.weight_quantization import quantize_weights
 
@@ -473,8 +474,10 @@ class EmbeddingGemma(TextEmbedder):
 
         The token embedding table (two thirds of the parameters), every
         attention, feed-forward and projection-head kernel are quantized;
-        norms, the pooler and the tokenizer are not. Activations stay in the
-        compute dtype. The recipe is saved with `save_to_preset`, and
+        norms, the pooler and the tokenizer are not. int8 layers also
+        quantize their inputs on the fly (per-token abs-max, Keras' int8
+        scheme) for integer matmuls; int4 layers dequantize their weights to
+        the compute dtype. The recipe is saved with `save_to_preset`, and
         `from_preset` rebuilds the quantized layers directly (the float
         weights are never materialised).
 
@@ -504,11 +507,58 @@ class EmbeddingGemma(TextEmbedder):
                 "and their quantizers follow the recipe). For custom quantization, call "
                 "`layer.quantize(...)` on the layers of `model.backbone`."
             )
+        qat = getattr(self, "quantization_aware", None)
+        if mode is None and qat is not None:
+            # After quantization-aware training, its recipe by default.
+            mode, block_size = qat["mode"], qat["block_size"] or block_size
+        if qat is not None:
+            # The fake quantizers read the float kernels that quantizing drops
+            # (checked first so that a bad call leaves training as it was).
+            check_quantization_arguments(self, mode, block_size)
+            self.quantize_aware(None)
         self.quantization = quantize_weights(self, mode, block_size)
         # Compiled functions captured the float variables.
         self.__dict__.pop("_inference_function", None)
         self.train_function = self.test_function = self.predict_function = None
         self._post_quantize(mode)
+
+    def quantize_aware(self, mode, block_size=DEFAULT_BLOCK_SIZE):
+        """Trains with fake-quantized weights (quantization-aware training).
+
+        Every layer `quantize(mode, block_size)` would quantize computes its
+        forward with `dequantize(quantize(w))` on exactly Keras' grid for that
+        layer (int8 layers also round their inputs per token, as Keras' int8
+        matmuls do), and passes gradients straight through to the float
+        weights. `fit` then finetunes a model that keeps its quality when
+        quantized; `quantize()` afterwards applies the same recipe (and ends
+        the fake quantization). The weights stay float: `save_to_preset`
+        during QAT saves a float model, and the setting is not saved.
+
+        Args:
+            mode: `"int8"`, `"int4"` or `"mixed"` (see `quantize`), or `None`
+                to go back to the float forward.
+            block_size: inputs per int4 block (`mode="int4"`). Default 32.
+
+        Example:
+        ```python
+        model = EmbeddingGemma.from_preset("embeddinggemma_300m")
+        model.quantize_aware("int4")
+        model.compile()
+        model.fit(examples, batch_size=32, sequence_length=128)
+        model.quantize()          # int4, block 32: the deployable model
+        ```
+        """
+        from keras_egemma.quantization.qat import disable_fake_quantization
+        from keras_egemma.quantization.qat import enable_fake_quantization
+
+        if mode is None:
+            disable_fake_quantization(self)
+            self.quantization_aware = None
+        else:
+            self.quantization_aware = enable_fake_quantization(self, mode, block_size)
+        # Compiled functions traced the previous forward.
+        self.__dict__.pop("_inference_function", None)
+        self.train_function = self.test_function = self.predict_function = None
 
     # --- Presets -----------------------------------------------------------
 
