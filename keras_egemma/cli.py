@@ -15,10 +15,12 @@ Keras), so `--backend` re-runs the command in a fresh interpreter with
 """
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import warnings
 
 DEFAULT_PRESET = "embeddinggemma_mini"
 # Files a corpus folder may hold besides text: skipped silently.
@@ -27,52 +29,78 @@ HIDDEN_PREFIXES = (".", "__")
 
 def _parser():
     parser = argparse.ArgumentParser(prog="keras-egemma", description=__doc__.split("\n")[0])
-    parser.add_argument("--backend", choices=["jax", "tensorflow", "torch"],
-                        help="Keras backend (default: $KERAS_BACKEND or Keras' default).")
+    parser.add_argument(
+        "--backend",
+        choices=["jax", "tensorflow", "torch"],
+        help="Keras backend (default: $KERAS_BACKEND or Keras' default).",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     def model_options(command, dim=True):
-        command.add_argument("--preset", default=DEFAULT_PRESET,
-                             help=f"Preset name, folder or handle (default: {DEFAULT_PRESET}).")
+        command.add_argument(
+            "--preset",
+            default=DEFAULT_PRESET,
+            help=f"Preset name, folder or handle (default: {DEFAULT_PRESET}).",
+        )
         command.add_argument("--batch-size", type=int, default=32, help="Texts per forward pass.")
         if dim:
-            command.add_argument("--dim", type=int, default=None,
-                                 help="Matryoshka size (default: the full size).")
+            command.add_argument(
+                "--dim", type=int, default=None, help="Matryoshka size (default: the full size)."
+            )
 
     search = commands.add_parser(
-        "search", help="Rank the documents of a folder or file against queries.")
+        "search", help="Rank the documents of a folder or file against queries."
+    )
     search.add_argument("queries", nargs="+", help="One or more queries.")
     search.add_argument(
-        "--corpus", default=None,
+        "--corpus",
+        default=None,
         help="A folder (every text file in it, recursively; each paragraph a document), a "
-             "text file (each paragraph a document) or a .jsonl file of "
-             '{"title": ..., "text": ...} (default: the bundled Python reference sample).')
+        "text file (each paragraph a document) or a .jsonl file of "
+        '{"title": ..., "text": ...} (default: the bundled Python reference sample).',
+    )
     search.add_argument("--top-k", type=int, default=5, help="Results per query (default 5).")
     model_options(search)
 
     embed = commands.add_parser("embed", help="Embed texts; print a summary or write a file.")
     embed.add_argument("texts", nargs="*", help="Texts to embed.")
     embed.add_argument("--file", help="A UTF-8 text file with one text per line.")
-    embed.add_argument("--task", default=None,
-                       help="Prompt name: query, document, STS, Clustering, ... (default: none).")
+    embed.add_argument(
+        "--task",
+        default=None,
+        help="Prompt name: query, document, STS, Clustering, ... (default: none).",
+    )
     embed.add_argument("--output", help="Write embeddings to .npy or .jsonl.")
     model_options(embed)
 
     evaluate = commands.add_parser(
-        "evaluate", help="Retrieval (nDCG@10, MRR@10, MAP, recall@k) and STS (Spearman) "
-                         "metrics on a local dataset folder.")
+        "evaluate",
+        help="Retrieval (nDCG@10, MRR@10, MAP, recall@k) and STS (Spearman) "
+        "metrics on a local dataset folder.",
+    )
     evaluate.add_argument(
-        "dataset", help="A folder with corpus.jsonl + queries.jsonl + qrels.tsv (BEIR layout) "
-                        "and/or sts.jsonl; see keras_egemma.evaluation.datasets.")
+        "dataset",
+        help="A folder with corpus.jsonl + queries.jsonl + qrels.tsv (BEIR layout) "
+        "and/or sts.jsonl; see keras_egemma.evaluation.datasets.",
+    )
     evaluate.add_argument("--output", help="Also write the metrics to this .json file.")
     model_options(evaluate)
 
     bench = commands.add_parser("bench", help="Inference speed of model.encode on this machine.")
-    bench.add_argument("--lengths", type=int, nargs="+", default=[16, 64, 256],
-                       help="Text lengths in tokens (default: 16 64 256).")
+    bench.add_argument(
+        "--lengths",
+        type=int,
+        nargs="+",
+        default=[16, 64, 256],
+        help="Text lengths in tokens (default: 16 64 256).",
+    )
     bench.add_argument("--num-texts", type=int, default=64, help="Texts per length (default 64).")
-    bench.add_argument("--repeats", type=int, default=3,
-                       help="Timed passes per length; the best is reported (default 3).")
+    bench.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="Timed passes per length; the best is reported (default 3).",
+    )
     model_options(bench, dim=False)
 
     convert = commands.add_parser(
@@ -108,22 +136,19 @@ def _paragraphs(text):
 
 def _file_documents(path, shown_as):
     """`(title, text, source)` documents of one file."""
-    text = _read_text_file(path)
     if path.endswith(".jsonl"):
+        from keras_egemma.evaluation.datasets import read_jsonl
+
         documents = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}, line {number}: not valid JSON ({e.msg}).") from None
-            if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+        for number, row in read_jsonl(path):
+            if not isinstance(row.get("text"), str):
                 raise ValueError(f'{path}, line {number}: needs a string "text".')
             documents.append((row.get("title") or None, row["text"], f"{shown_as}:{number}"))
         return documents
-    return [(None, paragraph, f"{shown_as} #{i + 1}")
-            for i, paragraph in enumerate(_paragraphs(text))]
+    text = _read_text_file(path)
+    return [
+        (None, paragraph, f"{shown_as} #{i + 1}") for i, paragraph in enumerate(_paragraphs(text))
+    ]
 
 
 def _read_corpus(corpus):
@@ -175,10 +200,12 @@ def _write_embeddings(path, texts, embeddings):
     import numpy as np
 
     if path.endswith(".npy"):
+
         def write(tmp):
             with open(tmp, "wb") as f:
                 np.save(f, embeddings)
     elif path.endswith(".jsonl"):
+
         def write(tmp):
             with open(tmp, "w", encoding="utf-8") as f:
                 for text, vector in zip(texts, embeddings):
@@ -212,7 +239,7 @@ def _positive(name, value):
         raise ValueError(f"--{name} must be a positive integer, got {value}.")
 
 
-def _search(args):
+def _search(args, out):
     import numpy as np
 
     _positive("top-k", args.top_k)
@@ -221,22 +248,26 @@ def _search(args):
     model = _load(args.preset)
     _check_dim(model, args.dim)
     print(f"Indexing {len(documents)} documents with {args.preset}...", file=sys.stderr)
-    index = model.encode_document([text for _, text, _ in documents],
-                                  titles=[title for title, _, _ in documents],
-                                  dim=args.dim, batch_size=args.batch_size)
-    queries = model.encode_query(args.queries, dim=args.dim, batch_size=args.batch_size,
-                                 verbose=False)
+    index = model.encode_document(
+        [text for _, text, _ in documents],
+        titles=[title for title, _, _ in documents],
+        dim=args.dim,
+        batch_size=args.batch_size,
+    )
+    queries = model.encode_query(
+        args.queries, dim=args.dim, batch_size=args.batch_size, verbose=False
+    )
     scores = model.similarity(queries, index)
     for query, row in zip(args.queries, scores):
-        print(f"\nquery: {query}")
+        print(f"\nquery: {query}", file=out)
         for rank, i in enumerate(np.argsort(-row, kind="stable")[: args.top_k], 1):
             title, text, source = documents[i]
             label = f"{title} ({source})" if title else source
             snippet = text if len(text) <= 160 else text[:157] + "..."
-            print(f"  {rank}. {row[i]:.3f}  {label}\n       {snippet}")
+            print(f"  {rank}. {row[i]:.3f}  {label}\n       {snippet}", file=out)
 
 
-def _embed(args):
+def _embed(args, out):
     import numpy as np
 
     _positive("batch-size", args.batch_size)
@@ -245,20 +276,26 @@ def _embed(args):
     embeddings = model.encode(texts, task=args.task, dim=args.dim, batch_size=args.batch_size)
     if args.output:
         _write_embeddings(args.output, texts, embeddings)
-        print(f"Wrote {embeddings.shape[0]} x {embeddings.shape[1]} embeddings to {args.output}")
+        print(
+            f"Wrote {embeddings.shape[0]} x {embeddings.shape[1]} embeddings to {args.output}",
+            file=out,
+        )
         return
-    print(f"{len(texts)} embeddings of size {embeddings.shape[1]} "
-          f"(preset {args.preset}, task {args.task})")
+    print(
+        f"{len(texts)} embeddings of size {embeddings.shape[1]} "
+        f"(preset {args.preset}, task {args.task})",
+        file=out,
+    )
     shown = min(len(texts), 8)
     similarity = model.similarity(embeddings[:shown], embeddings[:shown])
     with np.printoptions(precision=3, suppress=True):
         for i in range(shown):
-            print(f"  [{i}] {texts[i][:60]!r}: first values {embeddings[i, :4]}")
-        print("cosine similarity:")
-        print(similarity)
+            print(f"  [{i}] {texts[i][:60]!r}: first values {embeddings[i, :4]}", file=out)
+        print("cosine similarity:", file=out)
+        print(similarity, file=out)
 
 
-def _evaluate(args):
+def _evaluate(args, out):
     from keras_egemma.evaluation import datasets
     from keras_egemma.evaluation import evaluate_retrieval
     from keras_egemma.evaluation import evaluate_sts
@@ -271,7 +308,8 @@ def _evaluate(args):
     if not (has_sts or has_retrieval):
         raise FileNotFoundError(
             f"{args.dataset} has neither corpus.jsonl (+ queries.jsonl, qrels.tsv) nor "
-            "sts.jsonl; see keras_egemma.evaluation.datasets for the format.")
+            "sts.jsonl; see keras_egemma.evaluation.datasets for the format."
+        )
     # Read (and so validate) everything before loading the model.
     retrieval = datasets.load_retrieval_dataset(args.dataset) if has_retrieval else None
     sts = datasets.load_sts_dataset(args.dataset) if has_sts else None
@@ -283,17 +321,21 @@ def _evaluate(args):
         results["retrieval"] = evaluate_retrieval(model, *retrieval, **common)
     if sts:
         results["sts"] = evaluate_sts(model, *sts, **common)
-    print(f"{args.dataset} with {args.preset} at {results['dim']} dimensions")
+    print(f"{args.dataset} with {args.preset} at {results['dim']} dimensions", file=out)
     for kind in ("retrieval", "sts"):
         for name, value in results.get(kind, {}).items():
-            print(f"  {kind:9} {name:10} {value if isinstance(value, int) else f'{value:.4f}'}")
+            print(
+                f"  {kind:9} {name:10} {value if isinstance(value, int) else f'{value:.4f}'}",
+                file=out,
+            )
     if args.output:
+
         def write(tmp):
             with open(tmp, "w", encoding="utf-8") as f:
                 json.dump(results, f, indent=1)
 
         _write_atomically(args.output, write)
-        print(f"Wrote {args.output}")
+        print(f"Wrote {args.output}", file=out)
 
 
 def _bench_texts(model, length, count):
@@ -315,7 +357,7 @@ def _bench_texts(model, length, count):
     return texts
 
 
-def _bench(args):
+def _bench(args, out):
     import time
 
     import keras
@@ -340,21 +382,41 @@ def _bench(args):
             model.encode(texts, batch_size=args.batch_size, verbose=False)
             best = min(best, time.perf_counter() - start)
         rows.append((length, args.num_texts / best, tokens / best))
-    print(f"{args.preset} on {keras.backend.backend()}, batch size {args.batch_size}, "
-          f"{args.num_texts} texts per length, best of {args.repeats}")
-    print(f"  {'tokens/text':>11} {'sentences/s':>12} {'tokens/s':>10}")
+    print(
+        f"{args.preset} on {keras.backend.backend()}, batch size {args.batch_size}, "
+        f"{args.num_texts} texts per length, best of {args.repeats}",
+        file=out,
+    )
+    print(f"  {'tokens/text':>11} {'sentences/s':>12} {'tokens/s':>10}", file=out)
     for length, sentences, tokens in rows:
-        print(f"  {length:>11} {sentences:>12.1f} {tokens:>10.0f}")
+        print(f"  {length:>11} {sentences:>12.1f} {tokens:>10.0f}", file=out)
 
 
-def _convert(args):
+def _convert(args, out):
     model = _load(args.source)
     model.save_to_preset(args.destination)
-    print(f"Saved {args.source} as a keras_egemma preset in {args.destination}")
+    print(f"Saved {args.source} as a keras_egemma preset in {args.destination}", file=out)
 
 
-COMMANDS = {"search": _search, "embed": _embed, "evaluate": _evaluate, "bench": _bench,
-            "convert": _convert}
+COMMANDS = {
+    "search": _search,
+    "embed": _embed,
+    "evaluate": _evaluate,
+    "bench": _bench,
+    "convert": _convert,
+}
+
+
+@contextlib.contextmanager
+def _warnings_as_one_line():
+    """Python warnings as one `warning: message` line each, on stderr."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
 
 
 def main(argv=None):
@@ -372,7 +434,12 @@ def main(argv=None):
         env = {**os.environ, "KERAS_BACKEND": args.backend}
         return subprocess.call([sys.executable, "-m", "keras_egemma", *argv], env=env)
     try:
-        COMMANDS[args.command](args)
+        # Results go to stdout, everything else (progress bars, library
+        # output, warnings) to stderr, so `keras-egemma ... > results.txt`
+        # holds only results.
+        out = sys.stdout
+        with contextlib.redirect_stdout(sys.stderr), _warnings_as_one_line():
+            COMMANDS[args.command](args, out)
     except (ValueError, TypeError, OSError) as e:
         message = " ".join(str(e).split())  # one line, whatever the exception held
         print(f"error: {message}", file=sys.stderr)

@@ -42,14 +42,36 @@ def test_search_folder_scores_are_the_models_cosines(tmp_path, capsys, tiny):
     out = capsys.readouterr().out
     rows = re.findall(r"^\s+\d\. (-?[\d.]+)\s+(.+)$", out, flags=re.M)
     assert [source for _, source in rows] and len(rows) == 3
-    documents = {"a.txt #1": "Mars is the red planet.", "a.txt #2": "Venus is hot.",
-                 "sub/b.md #1": "Python lists are mutable."}
-    expected = tiny.similarity(tiny.encode_query("red planet"),
-                               tiny.encode_document(list(documents.values())))[0]
+    documents = {
+        "a.txt #1": "Mars is the red planet.",
+        "a.txt #2": "Venus is hot.",
+        "sub/b.md #1": "Python lists are mutable.",
+    }
+    expected = tiny.similarity(
+        tiny.encode_query("red planet"), tiny.encode_document(list(documents.values()))
+    )[0]
     expected = dict(zip(documents, expected))
     for score, source in rows:
         assert float(score) == pytest.approx(expected[source], abs=1e-3)
     assert [float(s) for s, _ in rows] == sorted((float(s) for s, _ in rows), reverse=True)
+
+
+def test_search_stdout_holds_only_results(tmp_path, capsys):
+    """Progress bars and warnings (here: a text truncated) go to stderr."""
+    long_text = " ".join(f"word{i}" for i in range(2000))  # > 512 tokens
+    (tmp_path / "a.txt").write_text(f"Mars is the red planet.\n\n{long_text}\n\nVenus is hot.\n")
+    args = ["search", "red planet", "--corpus", str(tmp_path), "--batch-size", "1", *TINY]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert lines[:2] == ["", "query: red planet"], captured.out
+    for line in lines[2:]:
+        # A rank with its score and source, or the indented snippet under it.
+        assert re.fullmatch(r"  \d\. -?[\d.]+  a\.txt #\d| {7}\S.*", line), line
+    assert len(lines) == 2 + 2 * 3
+    warnings = [line for line in captured.err.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and "were truncated" in warnings[0], captured.err
+    assert "3/3" in captured.err  # the indexing progress bar
 
 
 def test_search_errors_are_one_line_and_nonzero(tmp_path, capsys):
@@ -81,8 +103,9 @@ def test_embed_writes_npy_and_jsonl(tmp_path, tiny):
     npy = tmp_path / "e.npy"
     assert main(["embed", "--file", str(corpus), "--dim", "64", "--output", str(npy), *TINY]) == 0
     vectors = np.load(npy)
-    np.testing.assert_allclose(vectors, tiny.encode(["first line", "second line"], dim=64),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        vectors, tiny.encode(["first line", "second line"], dim=64), atol=1e-6
+    )
     jsonl = tmp_path / "e.jsonl"
     assert main(["embed", "--file", str(corpus), "--output", str(jsonl), *TINY]) == 0
     rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
@@ -138,11 +161,28 @@ def test_bench_reports_speed_at_each_length(capsys, tiny):
     from keras_egemma.cli import _bench_texts
 
     for length in (8, 40):
-        lengths = [len(ids) for ids in tiny.preprocessor.tokenize_texts(
-            _bench_texts(tiny, length, 4))]
+        lengths = [
+            len(ids) for ids in tiny.preprocessor.tokenize_texts(_bench_texts(tiny, length, 4))
+        ]
         assert max(lengths) == length and min(lengths) >= length - 4, lengths
-    assert main(["bench", "--lengths", "8", "24", "--num-texts", "4", "--repeats", "1",
-                 "--batch-size", "4", *TINY]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--lengths",
+                "8",
+                "24",
+                "--num-texts",
+                "4",
+                "--repeats",
+                "1",
+                "--batch-size",
+                "4",
+                *TINY,
+            ]
+        )
+        == 0
+    )
     rows = re.findall(r"^\s+(\d+)\s+([\d.]+)\s+(\d+)$", capsys.readouterr().out, flags=re.M)
     assert [int(r[0]) for r in rows] == [8, 24]
     for length, sentences, tokens in rows:

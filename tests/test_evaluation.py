@@ -10,10 +10,12 @@ from keras_egemma.evaluation import retrieval_metrics
 
 
 def test_hand_computed_example():
-    scores = np.array([
-        [0.9, 0.1, 0.5, 0.3],   # ranking 0, 2, 3, 1; relevant {2}: rank 2
-        [0.2, 0.8, 0.7, 0.1],   # ranking 1, 2, 0, 3; relevant {0, 3}: ranks 3 and 4
-    ])
+    scores = np.array(
+        [
+            [0.9, 0.1, 0.5, 0.3],  # ranking 0, 2, 3, 1; relevant {2}: rank 2
+            [0.2, 0.8, 0.7, 0.1],  # ranking 1, 2, 0, 3; relevant {0, 3}: ranks 3 and 4
+        ]
+    )
     m = retrieval_metrics(scores, [2, {0, 3}], ks=(1, 3))
     ndcg_0 = (1 / math.log2(3)) / 1.0
     ndcg_1 = (1 / math.log2(4) + 1 / math.log2(5)) / (1 + 1 / math.log2(3))
@@ -46,8 +48,9 @@ def test_trec_metrics_match_pytrec_eval():
     run = {f"q{i}": {f"d{d}": float(s) for d, s in enumerate(row)} for i, row in enumerate(scores)}
     # MRR@10: trec_eval's reciprocal rank over a run cut to each query's top 10.
     top10 = {q: dict(sorted(docs.items(), key=lambda kv: -kv[1])[:10]) for q, docs in run.items()}
-    full = pytrec_eval.RelevanceEvaluator(
-        qrels, {"ndcg_cut.10", "map", "recall.5,10,20"}).evaluate(run)
+    full = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "map", "recall.5,10,20"}).evaluate(
+        run
+    )
     cut = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(top10)
     mean = lambda results, name: np.mean([r[name] for r in results.values()])  # noqa: E731
     assert ours["ndcg@10"] == pytest.approx(mean(full, "ndcg_cut_10"), abs=1e-12)
@@ -83,23 +86,43 @@ def write_dataset(folder):
     import json
 
     folder.mkdir(exist_ok=True)
-    docs = [("d1", "Mars", "Mars is the red planet."), ("d2", None, "Venus is very hot."),
-            ("d3", "Python", "Python lists are mutable sequences."),
-            ("d4", None, "Tuples are immutable."), ("d5", None, "The sun is a star.")]
-    (folder / "corpus.jsonl").write_text("\n".join(
-        json.dumps({"_id": i, "title": t, "text": x} if t else {"_id": i, "text": x})
-        for i, t, x in docs) + "\n")
-    queries = [("q1", "Which planet is red?"), ("q2", "Can a list be changed?"),
-               ("q3", "What is hot?"), ("q4", "unjudged query")]
+    docs = [
+        ("d1", "Mars", "Mars is the red planet."),
+        ("d2", None, "Venus is very hot."),
+        ("d3", "Python", "Python lists are mutable sequences."),
+        ("d4", None, "Tuples are immutable."),
+        ("d5", None, "The sun is a star."),
+    ]
+    (folder / "corpus.jsonl").write_text(
+        "\n".join(
+            json.dumps({"_id": i, "title": t, "text": x} if t else {"_id": i, "text": x})
+            for i, t, x in docs
+        )
+        + "\n"
+    )
+    queries = [
+        ("q1", "Which planet is red?"),
+        ("q2", "Can a list be changed?"),
+        ("q3", "What is hot?"),
+        ("q4", "unjudged query"),
+    ]
     (folder / "queries.jsonl").write_text(
-        "\n".join(json.dumps({"id": i, "text": t}) for i, t in queries))
+        "\n".join(json.dumps({"id": i, "text": t}) for i, t in queries)
+    )
     (folder / "qrels.tsv").write_text(
-        "query-id\tcorpus-id\tscore\nq1\td1\t2\nq2\td3\t1\nq2\td4\t1\nq3\td2\t1\nq3\td5\t0\n")
-    (folder / "sts.jsonl").write_text("\n".join(json.dumps(r) for r in [
-        {"sentence1": "A cat sits.", "sentence2": "A cat is sitting.", "score": 4.8},
-        {"sentence1": "A man cooks.", "sentence2": "The stock fell.", "score": 0.2},
-        {"sentence1": "Kids play.", "sentence2": "Children are playing.", "score": 4.5},
-        {"sentence1": "It rains.", "sentence2": "A dog barks.", "score": 0.5}]))
+        "query-id\tcorpus-id\tscore\nq1\td1\t2\nq2\td3\t1\nq2\td4\t1\nq3\td2\t1\nq3\td5\t0\n"
+    )
+    (folder / "sts.jsonl").write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {"sentence1": "A cat sits.", "sentence2": "A cat is sitting.", "score": 4.8},
+                {"sentence1": "A man cooks.", "sentence2": "The stock fell.", "score": 0.2},
+                {"sentence1": "Kids play.", "sentence2": "Children are playing.", "score": 4.5},
+                {"sentence1": "It rains.", "sentence2": "A dog barks.", "score": 0.5},
+            ]
+        )
+    )
     return folder
 
 
@@ -118,8 +141,9 @@ def test_local_dataset_evaluation_equals_manual_ranking(tmp_path):
     model = eg.EmbeddingGemma.from_preset("embeddinggemma_tiny")
     m = evaluate_retrieval(model, queries, corpus, qrels, dim=64)
     q = model.encode_query(list(queries.values()), dim=64)
-    d = model.encode_document([t for _, t in corpus.values()],
-                              titles=[t for t, _ in corpus.values()], dim=64)
+    d = model.encode_document(
+        [t for _, t in corpus.values()], titles=[t for t, _ in corpus.values()], dim=64
+    )
     expected = retrieval_metrics(q @ d.T, [{0: 2}, {2: 1, 3: 1}, {1: 1}])
     assert m == {**expected, "queries": 3, "documents": 5}
     s1, s2, gold = load_sts_dataset(folder)
@@ -128,7 +152,8 @@ def test_local_dataset_evaluation_equals_manual_ranking(tmp_path):
     from scipy import stats
 
     assert sts["spearman"] == pytest.approx(
-        stats.spearmanr((a * b).sum(1), gold).statistic, abs=1e-6)
+        stats.spearmanr((a * b).sum(1), gold).statistic, abs=1e-6
+    )
 
 
 def test_dataset_errors(tmp_path):
@@ -146,9 +171,32 @@ def test_dataset_errors(tmp_path):
         load_sts_dataset(folder)
 
 
-@pytest.mark.skipif(keras.backend.backend() != "jax",
-                    reason="once, in the JAX pass: the wrapper only calls `encode`, which is "
-                           "checked on every backend elsewhere; mteb itself is slow to run")
+def test_read_jsonl(tmp_path):
+    """The one JSON Lines reader (datasets and the command line's corpora)."""
+    from keras_egemma.evaluation.datasets import read_jsonl
+
+    path = tmp_path / "rows.jsonl"
+    # A blank line is skipped but counted; U+2028 inside a string is not a line break.
+    path.write_text('{"a": 1}\n\n{"b": "x\u2028y"}\r\n', encoding="utf-8")
+    assert read_jsonl(path) == [(1, {"a": 1}), (3, {"b": "x\u2028y"})]
+    path.write_text("\n  \n")
+    assert read_jsonl(path) == []
+    path.write_text('{"a": 1}\n[1, 2]\n')
+    with pytest.raises(ValueError, match="line 2: expected a JSON object"):
+        read_jsonl(path)
+    path.write_text('{"a": 1}\n{"b": \n')
+    with pytest.raises(ValueError, match="line 2: not valid JSON"):
+        read_jsonl(path)
+    path.write_bytes(b'{"a": "\xff"}\n')
+    with pytest.raises(ValueError, match="is not a UTF-8 text file"):
+        read_jsonl(path)
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "jax",
+    reason="once, in the JAX pass: the wrapper only calls `encode`, which is "
+    "checked on every backend elsewhere; mteb itself is slow to run",
+)
 def test_mteb_accepts_the_encoder(tmp_path):
     """mteb runs a retrieval and an STS task defined here, offline, and its
     scores (its own pytrec_eval / scipy code) equal ours."""
@@ -169,22 +217,35 @@ def test_mteb_accepts_the_encoder(tmp_path):
     folder = write_dataset(tmp_path / "data")
     queries, corpus, qrels = load_retrieval_dataset(folder)
     s1, s2, gold = load_sts_dataset(folder)
-    common = dict(reference="https://example.org", dataset={"path": "local", "revision": "1"},
-                  category="t2t", eval_splits=["test"], eval_langs=["eng-Latn"],
-                  date=("2024-01-01", "2024-01-02"), dialect=["Written"], domains=[],
-                  task_subtypes=[], license="cc-by-4.0", annotations_creators="derived",
-                  modalities=["text"], sample_creation="found", bibtex_citation="",
-                  description="A task defined in the test.")
+    common = dict(
+        reference="https://example.org",
+        dataset={"path": "local", "revision": "1"},
+        category="t2t",
+        eval_splits=["test"],
+        eval_langs=["eng-Latn"],
+        date=("2024-01-01", "2024-01-02"),
+        dialect=["Written"],
+        domains=[],
+        task_subtypes=[],
+        license="cc-by-4.0",
+        annotations_creators="derived",
+        modalities=["text"],
+        sample_creation="found",
+        bibtex_citation="",
+        description="A task defined in the test.",
+    )
 
     class LocalRetrieval(AbsTaskRetrieval):
-        metadata = TaskMetadata(type="Retrieval", name="LocalRetrieval",
-                                main_score="ndcg_at_10", **common)
+        metadata = TaskMetadata(
+            type="Retrieval", name="LocalRetrieval", main_score="ndcg_at_10", **common
+        )
 
         def load_data(self, **kwargs):
             split = RetrievalSplitData(
                 queries=Dataset.from_list([{"id": i, "text": t} for i, t in queries.items()]),
-                corpus=Dataset.from_list([{"id": i, "title": t or "", "text": x}
-                                          for i, (t, x) in corpus.items()]),
+                corpus=Dataset.from_list(
+                    [{"id": i, "title": t or "", "text": x} for i, (t, x) in corpus.items()]
+                ),
                 relevant_docs={q: {d: int(g) for d, g in r.items()} for q, r in qrels.items()},
                 top_ranked=None,
             )
@@ -192,18 +253,22 @@ def test_mteb_accepts_the_encoder(tmp_path):
             self.data_loaded = True
 
     class LocalSTS(AbsTaskSTS):
-        metadata = TaskMetadata(type="STS", name="LocalSTS", main_score="cosine_spearman",
-                                **common)
+        metadata = TaskMetadata(type="STS", name="LocalSTS", main_score="cosine_spearman", **common)
         min_score, max_score = 0, 5
 
         def load_data(self, **kwargs):
-            self.dataset = {"test": Dataset.from_dict(
-                {"sentence1": s1, "sentence2": s2, "score": gold})}
+            self.dataset = {
+                "test": Dataset.from_dict({"sentence1": s1, "sentence2": s2, "score": gold})
+            }
             self.data_loaded = True
 
     model = eg.EmbeddingGemma.from_preset("embeddinggemma_tiny")
-    results = mteb.evaluate(MTEBEncoder(model, dim=64), [LocalRetrieval(), LocalSTS()],
-                            cache=None, show_progress_bar=False)
+    results = mteb.evaluate(
+        MTEBEncoder(model, dim=64),
+        [LocalRetrieval(), LocalSTS()],
+        cache=None,
+        show_progress_bar=False,
+    )
     scores = {r.task_name: r.scores["test"][0] for r in results.task_results}
     ours = evaluate_retrieval(model, queries, corpus, {q: r for q, r in qrels.items()}, dim=64)
     assert scores["LocalRetrieval"]["ndcg_at_10"] == pytest.approx(ours["ndcg@10"], abs=1e-4)
