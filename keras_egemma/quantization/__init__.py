@@ -1,3 +1,7 @@
+from keras_egemma.quantization.qat import disable_fake_quantization
+from keras_egemma.quantization.qat import enable_fake_quantization
+from keras_egemma.quantization.qat import fake_quantize_abs_max
+from keras_egemma.quantization.qat import fake_quantize_blocks
 from keras_egemma.quantization.weight_quantization import DEFAULT_BLOCK_SIZE
 from keras_egemma.quantization.weight_quantization import MODES
 from keras_egemma.quantization.weight_quantization import quantizable_layers
