@@ -15,10 +15,15 @@ and measures in one run, each library in its own fresh process:
 - time to first embedding: `from_preset` (or `SentenceTransformer(...)`) plus
   the first `encode` of one query.
 
+With `--quantized int8,int4,mixed` the preset is also quantized
+(`EmbeddingGemma.quantize`) and each quantized preset is measured the same
+way, with its weights' size on disk.
+
 Prints a table and writes JSON.
 
     python benchmarks/inference_speed.py [--backends jax,tensorflow,torch]
-        [--dtypes float32,bfloat16] [--shapes 128x32,512x8,2048x2] [--repeats 3]
+        [--dtypes float32,bfloat16] [--quantized int8,int4,mixed]
+        [--shapes 128x32,512x8,2048x2] [--repeats 3] [--skip-speed] [--skip-memory]
         [--checkpoint DIR] [--output results/inference_speed.json]
 """
 
@@ -59,7 +64,9 @@ def rss_bytes(field):
 def keras_model(preset, dtype):
     import keras_egemma as eg
 
-    return eg.EmbeddingGemma.from_preset(preset, dtype=dtype)
+    # A quantized preset carries its own dtype policies.
+    float_dtype = dtype if dtype in ("float32", "bfloat16") else None
+    return eg.EmbeddingGemma.from_preset(preset, dtype=float_dtype)
 
 
 def keras_encode(model, texts, length, batch):
@@ -170,8 +177,22 @@ def build_checkpoint(path):
 
 CONVERT = """
 import sys, keras_egemma as eg
-eg.EmbeddingGemma.from_preset(sys.argv[1]).save_to_preset(sys.argv[2])
+model = eg.EmbeddingGemma.from_preset(sys.argv[1])
+if len(sys.argv) > 3:
+    model.quantize(sys.argv[3])
+model.save_to_preset(sys.argv[2])
 """
+
+
+def convert(source, target, mode=None):
+    subprocess.run([sys.executable, "-c", CONVERT, source, target] + ([mode] if mode else []),
+                   check=True, capture_output=True,
+                   env=dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3"))
+
+
+def weights_bytes(preset):
+    return sum(os.path.getsize(os.path.join(preset, name))
+               for name in ("model.weights.h5", "task.weights.h5"))
 
 
 def gib(n):
@@ -179,8 +200,20 @@ def gib(n):
 
 
 def print_table(result):
-    shapes = list(next(iter(result["runs"].values()))["throughput"])
     print(f"\n{result['machine']}")
+    if result["sizes"]:
+        print(f"\n{'weights on disk':38s}{'GB':>8s}")
+        for name, size in result["sizes"].items():
+            print(f"{name:38s}{size / 1e9:8.3f}")
+    if result["memory"]:
+        print(f"\n{'memory (load + embed 32 x 128)':38s}{'peak RSS GiB':>14s}{'model GiB':>11s}")
+        for name, mem in result["memory"].items():
+            print(f"{name:38s}{gib(mem['peak_rss_bytes']):14.2f}"
+                  f"{gib(mem['model_memory_bytes']):11.2f}")
+    if not result["runs"]:
+        return
+    shapes = list(next(iter(result["runs"].values()))["throughput"])
+    print()
     header = f"{'':38s}" + "".join(f"{s + ' sent/s':>16s}{'tok/s':>9s}" for s in shapes)
     print(header + f"{'first emb s':>12s}")
     for name, run in result["runs"].items():
@@ -189,9 +222,6 @@ def print_table(result):
             f"{run['throughput'][s]['tokens_per_s']:9.0f}" for s in shapes
         )
         print(f"{name:38s}{cells}{run['time_to_first_embedding_s']:12.1f}")
-    print(f"\n{'memory (load + embed 32 x 128)':38s}{'peak RSS GiB':>14s}{'model GiB':>11s}")
-    for name, mem in result["memory"].items():
-        print(f"{name:38s}{gib(mem['peak_rss_bytes']):14.2f}{gib(mem['model_memory_bytes']):11.2f}")
     reference = result["runs"].get("sentence_transformers (torch, float32)")
     if reference:
         print("\nspeed-up of the fastest keras_egemma run over sentence-transformers float32:")
@@ -211,11 +241,14 @@ def main():
                         help="comma-separated: float32, bfloat16")
     parser.add_argument("--shapes", default="128x32,512x8,2048x2",
                         help="LENGTHxBATCH, comma-separated")
+    parser.add_argument("--quantized", default="",
+                        help="comma-separated quantization modes to measure too: int8, int4, mixed")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--checkpoint", help="an existing full-size checkpoint folder "
                         "(built by this script when omitted)")
     parser.add_argument("--skip-reference", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--output", default=os.path.join("results", "inference_speed.json"))
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -232,19 +265,24 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = args.checkpoint or build_checkpoint(os.path.join(tmp, "checkpoint"))
         preset = os.path.join(tmp, "preset")
-        subprocess.run([sys.executable, "-c", CONVERT, checkpoint, preset], check=True,
-                       env=dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3"),
-                       capture_output=True)
+        convert(checkpoint, preset)
+        presets = {d: preset for d in dtypes}
+        for mode in filter(None, args.quantized.split(",")):
+            presets[mode] = os.path.join(tmp, f"preset_{mode}")
+            convert(preset, presets[mode], mode)
+        sizes = {f"keras_egemma ({d})": weights_bytes(p) for d, p in presets.items()
+                 if d != "bfloat16"}
         runs, memory = {}, {}
-        jobs = [("keras_egemma", b, preset, d) for b in backends for d in dtypes]
+        jobs = [("keras_egemma", b, p, d) for b in backends for d, p in presets.items()]
         if not args.skip_reference:
             jobs += [("sentence_transformers", None, checkpoint, d) for d in dtypes]
         for library, backend, source, dtype in jobs:
             name = f"{library} ({backend or 'torch'}, {dtype})"
-            print(f"timing {name} ...", flush=True)
-            runs[name] = run_worker(args, backend, "speed", library, source, dtype, shapes,
-                                    args.repeats)
-            if not args.skip_memory and dtype == "float32":
+            print(f"measuring {name} ...", flush=True)
+            if not args.skip_speed:
+                runs[name] = run_worker(args, backend, "speed", library, source, dtype, shapes,
+                                        args.repeats)
+            if not args.skip_memory and dtype != "bfloat16":
                 memory[name] = run_worker(args, backend, "memory", library, source, dtype)
 
     import keras
@@ -257,6 +295,7 @@ def main():
         "config": {k: v for k, v in vars(args).items() if k != "worker"},
         "runs": runs,
         "memory": memory,
+        "sizes": sizes,
     }
     print_table(result)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)

@@ -7,6 +7,6 @@ cd "$(dirname "$0")/.."
 status=0
 for backend in ${BACKENDS:-jax tensorflow torch}; do
   echo "=== KERAS_BACKEND=$backend ==="
-  KERAS_BACKEND=$backend python -m pytest -q -p no:cacheprovider "$@" || status=1
+  KERAS_BACKEND=$backend python -m pytest -q -p no:cacheprovider --durations=15 "$@" || status=1
 done
 exit $status
