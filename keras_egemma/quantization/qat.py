@@ -157,6 +157,7 @@ def _fake_quantized_call(layer, mode, block_size):
             product = lambda x, w: ops.einsum(layer.equation, x, w)  # noqa: E731
 
         def call(inputs, training=None):
+            inputs = ops.convert_to_tensor(inputs)
             if mode == "int8":
                 # Keras' int8 layers quantize inputs per token on the fly.
                 inputs = straight_through(inputs, fake_quantize_abs_max(inputs, input_axes))
