@@ -12,7 +12,9 @@ and each variable gets its memory only when the file's value arrives:
   on CPU), so loading peaks at the size of the weights.
 - TensorFlow and PyTorch assign into an existing buffer: the variables get
   zeros (PyTorch: uninitialised memory, which costs nothing until written)
-  and the file's values are copied in, one variable at a time.
+  and the file's values are copied in, one variable at a time. So does JAX
+  under a `keras.distribution`, where creating the buffer lays the variable
+  out over the devices.
 """
 
 import contextlib
@@ -24,17 +26,21 @@ _PENDING = "uninitialized_variables"
 
 
 def _allocate(variable):
-    """Gives a deferred variable a buffer to assign into (TF, torch)."""
-    backend = keras.backend.backend()
-    if backend == "torch":
+    """Gives a deferred variable a buffer to assign into."""
+    if keras.backend.backend() == "torch":
         import torch
 
+        # Untouched pages cost nothing until the file's values are copied in.
         value = torch.empty(variable.shape, dtype=getattr(torch, variable.dtype))
     else:
-        import tensorflow as tf
-
-        value = tf.zeros(variable.shape, dtype=variable.dtype)
+        value = keras.ops.zeros(variable.shape, dtype=variable.dtype)
     variable._initialize(value)
+
+
+def _needs_buffer():
+    # JAX assigns by replacing the buffer, unless a distribution is active:
+    # `_initialize` is where a JAX variable gets its layout over the devices.
+    return keras.backend.backend() != "jax" or keras.distribution.distribution() is not None
 
 
 @contextlib.contextmanager
@@ -43,8 +49,9 @@ def deferred_variables():
     that holds those variables once the block ends.
 
     The caller must then give every variable a value (`load_weights`). On
-    JAX the variables stay empty until assigned; on TF and torch they are
-    allocated as the block ends, since their `assign` writes into a buffer.
+    JAX the variables stay empty until assigned; on TF and torch (and JAX
+    under a distribution) they are allocated as the block ends, since their
+    `assign` writes into a buffer.
 
     Example:
     ```python
@@ -63,9 +70,10 @@ def deferred_variables():
     # These are no longer Keras' to initialise: a later
     # `initialize_all_variables` would overwrite loaded weights.
     global_state.set_global_attribute(_PENDING, already)
+    allocate = _needs_buffer()
     for variable in pending:
         variable._initializer = None
-        if keras.backend.backend() != "jax":
+        if allocate:
             _allocate(variable)
 
 
