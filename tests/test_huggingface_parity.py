@@ -1,6 +1,10 @@
 """Parity with the PyTorch reference (sentence-transformers + transformers'
 Gemma3TextModel) on tiny checkpoints of the published layout built here."""
 
+import json
+import os
+import shutil
+
 import keras
 import numpy as np
 import pytest
@@ -120,3 +124,48 @@ def test_hf_checkpoint_round_trips_through_preset(model, tmp_path):
     model.save_to_preset(str(tmp_path / "p"))
     loaded = eg.EmbeddingGemma.from_preset(str(tmp_path / "p"))
     np.testing.assert_array_equal(loaded.encode_query(TEXTS), model.encode_query(TEXTS))
+
+
+def write_sharded_checkpoint(src, dst, max_shard_size="100KB"):
+    """`src` with its `model.safetensors` re-saved by transformers as shards
+    (`model.safetensors.index.json` + `model-0000i-of-0000n.safetensors`)."""
+    from transformers import Gemma3TextModel
+
+    shutil.copytree(src, dst)
+    os.remove(os.path.join(dst, "model.safetensors"))
+    stage = os.path.join(dst, "_stage")
+    Gemma3TextModel.from_pretrained(src).save_pretrained(stage, max_shard_size=max_shard_size)
+    for name in os.listdir(stage):
+        if name.endswith((".safetensors", ".index.json")):
+            shutil.move(os.path.join(stage, name), dst)
+    shutil.rmtree(stage)
+    return str(dst)
+
+
+def test_sharded_checkpoint_loads_like_unsharded(model, st_checkpoint, tmp_path):
+    from safetensors.numpy import load_file
+    from safetensors.numpy import save_file
+
+    path = write_sharded_checkpoint(st_checkpoint, tmp_path / "sharded")
+    with open(os.path.join(path, "model.safetensors.index.json")) as f:
+        shards = set(json.load(f)["weight_map"].values())
+    assert len(shards) > 2, shards
+    # A projection head file may be sharded too (here into one shard).
+    dense = os.path.join(path, "2_Dense")
+    shard = "model-00001-of-00001.safetensors"
+    save_file(load_file(os.path.join(dense, "model.safetensors")), os.path.join(dense, shard))
+    os.remove(os.path.join(dense, "model.safetensors"))
+    with open(os.path.join(dense, "model.safetensors.index.json"), "w") as f:
+        json.dump({"metadata": {}, "weight_map": {"linear.weight": shard}}, f)
+
+    sharded = eg.EmbeddingGemma.from_preset(path)
+    for a, b in zip(sharded.weights, model.weights):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+    np.testing.assert_array_equal(sharded.encode_query(TEXTS), model.encode_query(TEXTS))
+    np.testing.assert_array_equal(
+        sharded.encode_document(TEXTS), model.encode_document(TEXTS)
+    )
+    np.testing.assert_allclose(
+        sharded.encode_query(TEXTS), rc.reference_embeddings(st_checkpoint, TEXTS, kind="query"),
+        atol=ATOL, rtol=0,
+    )

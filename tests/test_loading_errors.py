@@ -119,6 +119,101 @@ def test_garbage_safetensors(st_checkpoint, tmp_path):
         eg.EmbeddingGemma.from_preset(str(path))
 
 
+@pytest.fixture(scope="module")
+def sharded_checkpoint(st_checkpoint, tmp_path_factory):
+    """`st_checkpoint` with `model.safetensors` re-saved by transformers in
+    shards of at most 100 KB (the embedding table and MLP matrices alone)."""
+    from transformers import Gemma3TextModel
+
+    path = tmp_path_factory.mktemp("sharded") / "ckpt"
+    shutil.copytree(st_checkpoint, path)
+    os.remove(path / "model.safetensors")
+    stage = path.parent / "stage"
+    Gemma3TextModel.from_pretrained(st_checkpoint).save_pretrained(stage, max_shard_size="100KB")
+    for name in os.listdir(stage):
+        if name.endswith((".safetensors", ".index.json")):
+            shutil.move(stage / name, path)
+    return path
+
+
+def read_index(path):
+    return json.loads((path / "model.safetensors.index.json").read_text())
+
+
+def write_index(path, index):
+    (path / "model.safetensors.index.json").write_text(json.dumps(index))
+
+
+def test_sharded_checkpoint_missing_a_shard(sharded_checkpoint, tmp_path):
+    path = copy(sharded_checkpoint, tmp_path)
+    shards = sorted(set(read_index(path)["weight_map"].values()))
+    os.remove(path / shards[1])
+    with pytest.raises(
+        eg.CheckpointError,
+        match=rf"1 of the {len(shards)} shards that .*model\.safetensors\.index\.json lists "
+              rf"are missing from .*: {shards[1]}\. The download is incomplete; download the "
+              "missing shards",
+    ):
+        eg.EmbeddingGemma.from_preset(str(path))
+
+
+def test_sharded_checkpoint_tensor_absent_from_its_shard(sharded_checkpoint, tmp_path):
+    path = copy(sharded_checkpoint, tmp_path)
+    index = read_index(path)
+    weight_map = index["weight_map"]
+    wrong = next(s for s in sorted(set(weight_map.values())) if s != weight_map["norm.weight"])
+    weight_map["norm.weight"] = wrong
+    write_index(path, index)
+    with pytest.raises(
+        eg.CheckpointError,
+        match=rf"Tensor 'norm\.weight' is listed in .*index\.json as stored in {wrong}, but "
+              rf".*{wrong} does not hold it.*Download the checkpoint again",
+    ):
+        eg.EmbeddingGemma.from_preset(str(path))
+
+
+def test_sharded_checkpoint_tensor_missing_from_index(sharded_checkpoint, tmp_path):
+    path = copy(sharded_checkpoint, tmp_path)
+    index = read_index(path)
+    del index["weight_map"]["layers.2.mlp.up_proj.weight"]
+    write_index(path, index)
+    with pytest.raises(
+        eg.CheckpointError,
+        match=r"Tensor 'layers\.2\.mlp\.up_proj\.weight' is missing from "
+              r".*model\.safetensors\.index\.json.*Download it again",
+    ):
+        eg.EmbeddingGemma.from_preset(str(path))
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ('{"metadata": {}, "weight_map": {"norm.weight": "model-0', r"index\.json is not "
+         r"valid JSON \(.*\)\. Download the checkpoint again"),
+        ('{"metadata": {}}', r"index\.json has no weight_map"),
+        ('[1, 2]', r"index\.json has no weight_map"),
+        ('{"weight_map": {"norm.weight": "../model-00001-of-00002.safetensors"}}',
+         r"lists the shard '\.\./model-00001-of-00002\.safetensors', which is not a "
+         r"\.safetensors file in the index's folder"),
+    ],
+    ids=["truncated-json", "no-weight-map", "not-an-object", "shard-outside-folder"],
+)
+def test_sharded_checkpoint_broken_index(sharded_checkpoint, tmp_path, text, match):
+    path = copy(sharded_checkpoint, tmp_path)
+    (path / "model.safetensors.index.json").write_text(text)
+    with pytest.raises(eg.CheckpointError, match=match):
+        eg.EmbeddingGemma.from_preset(str(path))
+
+
+def test_sharded_checkpoint_truncated_shard(sharded_checkpoint, tmp_path):
+    path = copy(sharded_checkpoint, tmp_path)
+    shard = path / read_index(path)["weight_map"]["embed_tokens.weight"]
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) // 2])
+    with pytest.raises(eg.CheckpointError, match=rf"{shard.name} is truncated"):
+        eg.EmbeddingGemma.from_preset(str(path))
+
+
 def test_pickled_weights_are_never_loaded(st_checkpoint, tmp_path):
     path = copy(st_checkpoint, tmp_path)
     os.remove(path / "model.safetensors")

@@ -8,6 +8,8 @@ so `from_preset` returns no model at all, never a partly loaded one):
 | Hugging Face folder with only `pytorch_model.bin` (a pickle that would run code) | refused, naming the file and how to convert it; never unpickled |
 | the same pickle beside `model.safetensors` | ignored; the safetensors weights load |
 | a `2_Dense/` folder with only pickled weights | refused, naming the folder |
+| sharded pickles (`pytorch_model.bin.index.json` + `pytorch_model-0000i-of-0000n.bin`) | refused, naming the shards; never unpickled |
+| a `model.safetensors.index.json` that lists `.bin` shards | refused before any shard is opened |
 | our preset whose `task.json` holds a Lambda layer (Python bytecode) | refused by Keras safe mode, never run |
 | our preset whose `model.weights.h5` is a pickle | "truncated or corrupted", naming the file |
 | our preset whose `task.json` config disagrees with its weights | names the weights file, the variable and both shapes |
@@ -81,6 +83,37 @@ def test_pickled_weights_are_refused_and_never_unpickled(st_checkpoint, tmp_path
     os.remove(path / "2_Dense" / "model.safetensors")
     write_pickle(path / "2_Dense" / "pytorch_model.bin", sentinel)
     with pytest.raises(eg.CheckpointError, match=r"2_Dense/model\.safetensors is missing.*pickled"):
+        eg.EmbeddingGemma.from_preset(str(path))
+    assert not sentinel.exists()
+
+
+def test_sharded_pickled_weights_are_refused_and_never_unpickled(st_checkpoint, tmp_path):
+    sentinel = tmp_path / "pickle_ran"
+    path = tmp_path / "ckpt"
+    shutil.copytree(st_checkpoint, path)
+    os.remove(path / "model.safetensors")
+    # What save_pretrained(safe_serialization=False) writes for a large model.
+    shards = [f"pytorch_model-0000{i}-of-00002.bin" for i in (1, 2)]
+    for shard in shards:
+        write_pickle(path / shard, sentinel)
+    (path / "pytorch_model.bin.index.json").write_text(
+        json.dumps({"weight_map": {"norm.weight": shards[0], "embed_tokens.weight": shards[1]}})
+    )
+    with pytest.raises(
+        eg.CheckpointError,
+        match=r"(?s)only pickled weights \(pytorch_model-00001-of-00002\.bin, "
+              r"pytorch_model-00002-of-00002\.bin\).*never loaded",
+    ):
+        eg.EmbeddingGemma.from_preset(str(path))
+    # A safetensors index that lists pickled shards: refused before any is opened.
+    (path / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {"norm.weight": shards[0]}})
+    )
+    with pytest.raises(
+        eg.CheckpointError,
+        match=r"lists the shard 'pytorch_model-00001-of-00002\.bin', which is not a "
+              r"\.safetensors file.*only safetensors shards",
+    ):
         eg.EmbeddingGemma.from_preset(str(path))
     assert not sentinel.exists()
 

@@ -6,15 +6,19 @@ tokenizer (`tokenizer.model`), `modules.json` listing Transformer -> Pooling
 -> Dense -> Dense -> Normalize, `1_Pooling/config.json`, `2_Dense/` and
 `3_Dense/` (each a `config.json` and a `model.safetensors` holding
 `linear.weight` of shape `[out, in]`), `config_sentence_transformers.json`
-(the prompts) and `sentence_bert_config.json` (`max_seq_length`).
+(the prompts) and `sentence_bert_config.json` (`max_seq_length`). Any of the
+`model.safetensors` files may instead be sharded
+(`model.safetensors.index.json` + `model-0000i-of-0000n.safetensors`).
 """
 
 import json
 import os
 
 from keras_egemma.convert.assign import assign_weight
+from keras_egemma.convert.safetensors_file import SHARD_INDEX_SUFFIX
 from keras_egemma.convert.safetensors_file import CheckpointError
 from keras_egemma.convert.safetensors_file import SafetensorsFile
+from keras_egemma.convert.safetensors_file import ShardedSafetensors
 from keras_egemma.convert.safetensors_file import check_vocabulary_fits
 from keras_egemma.convert.tokenizer_json import spm_proto_from_tokenizer_json
 from keras_egemma.models.backbone import FULL
@@ -36,9 +40,19 @@ _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
 
 def open_safetensors(directory, name="model.safetensors"):
-    """`directory/name` as a `SafetensorsFile`; pickled weights are refused."""
+    """`directory/name`, or its shards, as a `SafetensorsFile`-like reader.
+
+    `name` is read when it exists; otherwise `name.index.json` and the
+    shards it lists (what `save_pretrained` writes for a large model).
+    Pickled weights are refused, never loaded.
+    """
     path = os.path.join(directory, name)
-    if not os.path.isfile(path) and os.path.isdir(directory):
+    if os.path.isfile(path):
+        return SafetensorsFile(path)
+    index_path = path + SHARD_INDEX_SUFFIX
+    if os.path.isfile(index_path):
+        return ShardedSafetensors(index_path)
+    if os.path.isdir(directory):
         pickled = sorted(f for f in os.listdir(directory) if f.endswith(_PICKLE_SUFFIXES))
         if pickled:
             raise CheckpointError(
@@ -48,7 +62,10 @@ def open_safetensors(directory, name="model.safetensors"):
                 "or, where you trust the pickle, convert its state dict with "
                 f"safetensors.torch.save_file(state_dict, {name!r})."
             )
-    return SafetensorsFile(path)
+    raise CheckpointError(
+        f"Weights file not found: {path} (nor a sharded {name}{SHARD_INDEX_SUFFIX} "
+        "with its shards). Download the checkpoint's safetensors files."
+    )
 
 
 def read_json(directory, name, required=True):
@@ -208,7 +225,11 @@ def _resolve_weight_name(weights, name):
     for prefix in ("", *_WEIGHT_PREFIXES):
         if prefix + name in weights:
             return prefix + name
-    raise CheckpointError(f"Tensor {name!r} is missing from {weights.path}.")
+    raise CheckpointError(
+        f"Tensor {name!r} is missing from {weights.path} (looked for it under the "
+        f"prefixes {list(_WEIGHT_PREFIXES)} too): the checkpoint is incomplete or "
+        "is not a Gemma 3 text model. Download it again."
+    )
 
 
 def _backbone_weight_plan(backbone):

@@ -51,6 +51,7 @@ from keras import ops
 from keras_egemma.convert.assign import assign_weight
 from keras_egemma.convert.huggingface import backbone_kwargs_from_config
 from keras_egemma.convert.huggingface import load_backbone_weights
+from keras_egemma.convert.huggingface import open_safetensors
 from keras_egemma.convert.huggingface import read_json
 from keras_egemma.convert.huggingface import read_tokenizer_proto
 from keras_egemma.convert.keras_hub_preset import KERAS_HUB_CLASS
@@ -59,7 +60,6 @@ from keras_egemma.convert.keras_hub_preset import backbone_kwargs_from_keras_hub
 from keras_egemma.convert.keras_hub_preset import backbone_weight_pairs
 from keras_egemma.convert.loading import resolve_directory
 from keras_egemma.convert.safetensors_file import CheckpointError
-from keras_egemma.convert.safetensors_file import SafetensorsFile
 from keras_egemma.layers.poolers import POOLERS
 from keras_egemma.models.backbone import EmbeddingGemmaBackbone
 from keras_egemma.models.dtypes import check_dtype
@@ -67,7 +67,6 @@ from keras_egemma.models.embedding_gemma import EmbeddingGemma
 from keras_egemma.models.preprocessor import EmbeddingGemmaPreprocessor
 from keras_egemma.models.tokenizer import EmbeddingGemmaTokenizer
 
-_SHARD_INDEX = "model.safetensors.index.json"
 # Where the T5Gemma 2 text encoder's tensors live: the hub layout of
 # `T5Gemma2ForConditionalGeneration` / `T5Gemma2Model` first, then the names
 # transformers uses in memory, then a bare `T5Gemma2Encoder`.
@@ -240,7 +239,7 @@ def embedding_gemma_from_t5gemma(
         raise CheckpointError(f"{where}: the encoder has no text_config.")
     # The text encoder's config is a Gemma 3 text config.
     backbone_kwargs = _bidirectional_backbone_kwargs(text_config, where)
-    weights = _open_safetensors(directory)
+    weights = open_safetensors(directory)
     prefix = next(
         (p for p in _T5GEMMA2_ENCODER_PREFIXES if p + "embed_tokens.weight" in weights),
         None,
@@ -295,7 +294,7 @@ def _huggingface_decoder(directory, config):
             "multimodal 'gemma3')."
         )
     backbone_kwargs = _bidirectional_backbone_kwargs(config, where)
-    weights = _open_safetensors(directory)
+    weights = open_safetensors(directory)
     return (
         backbone_kwargs,
         lambda backbone: load_backbone_weights(backbone, weights),
@@ -472,53 +471,6 @@ def _t5gemma_v1_message(directory, config):
         "(model_type 't5gemma2', e.g. google/t5gemma-2-270m-270m), whose encoder "
         "is Gemma 3, or `embedding_gemma_from_decoder` with a Gemma 3 decoder."
     )
-
-
-def _open_safetensors(directory):
-    """The folder's `model.safetensors`, or its shards behind one reader."""
-    single = os.path.join(directory, "model.safetensors")
-    if os.path.isfile(single):
-        return SafetensorsFile(single)
-    if os.path.isfile(os.path.join(directory, _SHARD_INDEX)):
-        return _ShardedSafetensors(directory)
-    raise CheckpointError(
-        f"{directory} has neither model.safetensors nor {_SHARD_INDEX}. Only "
-        "safetensors weights are read (never pickled *.bin files): save the "
-        "model with `save_pretrained(...)` in transformers 4.35 or later."
-    )
-
-
-class _ShardedSafetensors:
-    """A sharded checkpoint (`model.safetensors.index.json` + shards) read
-    through the `SafetensorsFile` interface."""
-
-    def __init__(self, directory):
-        index = read_json(directory, _SHARD_INDEX)
-        self.path = os.path.join(directory, _SHARD_INDEX)
-        self._shard_of = index.get("weight_map")
-        if not isinstance(self._shard_of, dict):
-            raise CheckpointError(f"{self.path} has no weight_map.")
-        self._shards = {
-            name: SafetensorsFile(os.path.join(directory, name))
-            for name in sorted(set(self._shard_of.values()))
-        }
-
-    def keys(self):
-        return list(self._shard_of)
-
-    def __contains__(self, name):
-        return name in self._shard_of
-
-    def _shard(self, name):
-        if name not in self._shard_of:
-            raise CheckpointError(f"Tensor {name!r} is missing from {self.path}.")
-        return self._shards[self._shard_of[name]]
-
-    def shape(self, name):
-        return self._shard(name).shape(name)
-
-    def get(self, name):
-        return self._shard(name).get(name)
 
 
 class _T5Gemma2EncoderTensors:

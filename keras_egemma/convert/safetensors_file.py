@@ -28,6 +28,11 @@ _DTYPES = {
 }
 
 
+# A sharded checkpoint's index sits beside its shards: `model.safetensors`
+# becomes `model.safetensors.index.json` + `model-00001-of-0000N.safetensors`...
+SHARD_INDEX_SUFFIX = ".index.json"
+
+
 class CheckpointError(ValueError):
     """A checkpoint file is missing, truncated, corrupted or does not fit."""
 
@@ -126,3 +131,95 @@ class SafetensorsFile:
             )
         raw = self._map[self._data_start + begin : self._data_start + end]
         return raw.view(dtype).reshape(entry["shape"])
+
+
+class ShardedSafetensors:
+    """A sharded checkpoint (`model.safetensors.index.json` and the shards it
+    lists) read through the `SafetensorsFile` interface.
+
+    The index is checked when it is opened, so a broken download fails
+    before any weight is read: the index must be valid JSON with a
+    `weight_map` of tensor name -> shard file name, every shard must be a
+    `.safetensors` file in the index's folder and pass `SafetensorsFile`'s
+    checks, and every tensor the index lists must be in its shard.
+
+    Example:
+    ```python
+    f = ShardedSafetensors("ckpt/model.safetensors.index.json")
+    f.shape("norm.weight"); f.get("norm.weight")
+    ```
+    """
+
+    def __init__(self, path):
+        self.path = str(path)
+        directory = os.path.dirname(self.path)
+        redownload = (
+            "Download the checkpoint again (the index and every shard it lists "
+            "come from one save_pretrained call)."
+        )
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                index = json.load(f)
+        except FileNotFoundError:
+            raise CheckpointError(f"Shard index not found: {self.path}") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CheckpointError(
+                f"{self.path} is not valid JSON ({e}). {redownload}"
+            ) from None
+        weight_map = index.get("weight_map") if isinstance(index, dict) else None
+        if (
+            not isinstance(weight_map, dict)
+            or not weight_map
+            or not all(isinstance(v, str) for v in weight_map.values())
+        ):
+            raise CheckpointError(
+                f"{self.path} has no weight_map (a non-empty mapping of tensor "
+                f"names to shard file names). {redownload}"
+            )
+        shard_names = sorted(set(weight_map.values()))
+        for name in shard_names:
+            if (
+                os.path.basename(name) != name
+                or name in ("", ".", "..")
+                or not name.endswith(".safetensors")
+            ):
+                raise CheckpointError(
+                    f"{self.path} lists the shard {name!r}, which is not a "
+                    ".safetensors file in the index's folder; only safetensors "
+                    f"shards beside the index are read. {redownload}"
+                )
+        missing = [n for n in shard_names if not os.path.isfile(os.path.join(directory, n))]
+        if missing:
+            raise CheckpointError(
+                f"{len(missing)} of the {len(shard_names)} shards that {self.path} "
+                f"lists are missing from {directory}: {', '.join(missing)}. The "
+                "download is incomplete; download the missing shards (or the "
+                "whole checkpoint) again."
+            )
+        self._shards = {n: SafetensorsFile(os.path.join(directory, n)) for n in shard_names}
+        for tensor, name in weight_map.items():
+            if tensor not in self._shards[name]:
+                raise CheckpointError(
+                    f"Tensor {tensor!r} is listed in {self.path} as stored in "
+                    f"{name}, but {self._shards[name].path} does not hold it: the "
+                    f"index and the shards come from different saves. {redownload}"
+                )
+        self._shard_of = weight_map
+
+    def keys(self):
+        return list(self._shard_of)
+
+    def __contains__(self, name):
+        return name in self._shard_of
+
+    def _shard(self, name):
+        if name not in self._shard_of:
+            raise CheckpointError(f"Tensor {name!r} is missing from {self.path}.")
+        return self._shards[self._shard_of[name]]
+
+    def shape(self, name):
+        return self._shard(name).shape(name)
+
+    def get(self, name):
+        """The tensor as a numpy array (bfloat16 as `ml_dtypes.bfloat16`)."""
+        return self._shard(name).get(name)
