@@ -9,7 +9,8 @@ initialisation deferred (Keras' `StatelessScope(initialize_variables=False)`),
 and each variable gets its memory only when the file's value arrives:
 
 - JAX: the value read from the file becomes the variable's buffer (no copy
-  on CPU), so loading peaks at the size of the weights.
+  on CPU when the array is 64-byte aligned: `aligned_reads`), so loading
+  peaks at the size of the weights.
 - TensorFlow and PyTorch assign into an existing buffer: the variables get
   zeros (PyTorch: uninitialised memory, which costs nothing until written)
   and the file's values are copied in, one variable at a time. So does JAX
@@ -37,10 +38,11 @@ def _allocate(variable):
     variable._initialize(value)
 
 
-def _needs_buffer():
-    # JAX assigns by replacing the buffer, unless a distribution is active:
-    # `_initialize` is where a JAX variable gets its layout over the devices.
-    return keras.backend.backend() != "jax" or keras.distribution.distribution() is not None
+def adopts_file_buffers():
+    """True where a deferred variable takes the array read from the file as
+    its buffer: JAX, unless a distribution is active (`_initialize` is where
+    a JAX variable gets its layout over the devices)."""
+    return keras.backend.backend() == "jax" and keras.distribution.distribution() is None
 
 
 @contextlib.contextmanager
@@ -70,7 +72,7 @@ def deferred_variables():
     # These are no longer Keras' to initialise: a later
     # `initialize_all_variables` would overwrite loaded weights.
     global_state.set_global_attribute(_PENDING, already)
-    allocate = _needs_buffer()
+    allocate = not adopts_file_buffers()
     for variable in pending:
         variable._initializer = None
         if allocate:

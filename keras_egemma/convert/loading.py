@@ -8,6 +8,8 @@ import re
 
 import h5py
 
+from keras_egemma.convert.aligned_reads import aligned_weight_reads
+from keras_egemma.convert.deferred_variables import adopts_file_buffers
 from keras_egemma.convert.deferred_variables import deferred_variables
 from keras_egemma.convert.deferred_variables import unassigned
 from keras_egemma.convert.huggingface import load_huggingface_checkpoint
@@ -170,8 +172,16 @@ def _load_own_preset(cls, directory, load_weights, dtype, **kwargs):
     if load_weights:
         # Weights are loaded here rather than by KerasHub so that an error
         # names the file it comes from.
-        _load_weights_file(model.load_task_weights, os.path.join(directory, "task.weights.h5"))
-        _load_weights_file(model.backbone.load_weights, os.path.join(directory, "model.weights.h5"))
+        # Where variables adopt the arrays read (JAX), they are read aligned
+        # so that adopting needs no copy.
+        reads = aligned_weight_reads() if adopts_file_buffers() else contextlib.nullcontext()
+        with reads:
+            _load_weights_file(
+                model.load_task_weights, os.path.join(directory, "task.weights.h5")
+            )
+            _load_weights_file(
+                model.backbone.load_weights, os.path.join(directory, "model.weights.h5")
+            )
         missing = unassigned(pending)
         if missing:
             raise CheckpointError(

@@ -6,7 +6,8 @@ kept static on purpose: the sliding layers pick their band form from the
 sequence length when they are traced (`attention_kernels.band_is_cheaper`).
 
 - JAX: `jax.jit` of the model's stateless call (XLA); the variables are
-  passed in on each call, so a model that keeps training stays current.
+  passed in on each call, so a model that keeps training stays current. On
+  CPU it is compiled with `CPU_COMPILER_OPTIONS` (less memory, faster).
 - TensorFlow: a `tf.function` per shape (no shape relaxation, which would
   hide the length), compiled with XLA (`jit_compile=True`).
 - PyTorch: eager under `torch.inference_mode()`: no autograd bookkeeping.
@@ -16,12 +17,26 @@ import keras
 import numpy as np
 
 
+# XLA:CPU options for the forward pass, measured on the published
+# configuration (2-core Zen 4, 32 x 128 tokens): the memory-optimised
+# scheduler stops it from materialising all 48 transposed attention kernels
+# at once (temporaries 224 -> 120 MiB), and leaving the elementwise work to
+# XLA's own fusions rather than YNNPACK's saves the broadcast operands
+# those take (-> 66 MiB) and is 20% faster (6.2 -> 4.9 s per batch).
+CPU_COMPILER_OPTIONS = {
+    "xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED",
+    "xla_cpu_experimental_ynn_fusion_type": "",
+}
+
+
 def _jax_forward(model):
     import jax
 
-    @jax.jit
-    def forward(trainable, non_trainable, batch):
+    def call(trainable, non_trainable, batch):
         return model.stateless_call(trainable, non_trainable, batch, training=False)[0]
+
+    options = CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
+    forward = jax.jit(call, compiler_options=options)
 
     def run(batch):
         trainable = [v.value for v in model.trainable_variables]
