@@ -6,6 +6,7 @@ import numpy_reference as ref
 import pytest
 
 from keras_egemma import layers
+from keras_egemma.layers.int4_row_lookup import gather_int4_rows_first
 
 RNG = np.random.default_rng(0)
 KW = dict(heads=3, kv_heads=1, head_dim=16, scalar=12, base=10_000.0, eps=1e-6)
@@ -199,3 +200,25 @@ def test_get_config_round_trip(layer):
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
     assert type(restored) is type(layer)
     assert restored.get_config() == config
+
+
+@pytest.mark.parametrize("block_size", [8, None])
+def test_token_embedding_int4_lookup_equals_keras(block_size):
+    """The int4 lookup that unpacks only the gathered rows returns exactly
+    what Keras' own int4 `Embedding` (unpack the table, then gather) returns,
+    per block and per channel; float and int8 lookups are Keras' own."""
+    keras.utils.set_random_seed(0)
+    layer = gather_int4_rows_first(keras.layers.Embedding(input_dim=50, output_dim=32))
+    layer.build()
+    ids = np.array([[0, 3, 49, 3], [7, 7, 1, 22]], "int32")
+    float_rows = keras.ops.convert_to_numpy(layer(ids))
+    np.testing.assert_array_equal(
+        float_rows, keras.ops.convert_to_numpy(layer.embeddings)[ids]
+    )
+    layer.quantize("int4", config=keras.quantizers.Int4QuantizationConfig(block_size=block_size))
+    ours = keras.ops.convert_to_numpy(layer(ids))
+    theirs = keras.ops.convert_to_numpy(keras.layers.Embedding._int4_call(layer, ids))
+    assert ours.shape == (2, 4, 32)
+    np.testing.assert_array_equal(ours, theirs)
+    # int4 is visible but close: within half a quantisation step of the float rows.
+    assert 0 < np.abs(ours - float_rows).max() < 0.5 * np.abs(float_rows).max() / 7 + 1e-6

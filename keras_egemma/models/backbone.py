@@ -6,6 +6,7 @@ from keras_hub.models import Backbone
 
 from keras_egemma.layers.encoder_block import EmbeddingGemmaEncoderBlock
 from keras_egemma.layers.rms_normalization import RMSNormalization
+from keras_egemma.layers.int4_row_lookup import gather_int4_rows_first
 from keras_egemma.models.dtypes import check_dtype
 
 SLIDING = "sliding_attention"
@@ -101,14 +102,16 @@ class EmbeddingGemmaBackbone(Backbone):
             )
 
         # === Layers ===
-        self.token_embedding = keras.layers.Embedding(
-            input_dim=vocabulary_size,
-            output_dim=hidden_dim,
-            embeddings_initializer=keras.initializers.VarianceScaling(
-                scale=1.0, mode="fan_in", distribution="untruncated_normal"
-            ),
-            dtype=dtype,
-            name="token_embedding",
+        self.token_embedding = gather_int4_rows_first(
+            keras.layers.Embedding(
+                input_dim=vocabulary_size,
+                output_dim=hidden_dim,
+                embeddings_initializer=keras.initializers.VarianceScaling(
+                    scale=1.0, mode="fan_in", distribution="untruncated_normal"
+                ),
+                dtype=dtype,
+                name="token_embedding",
+            )
         )
         self.transformer_layers = []
         for i, layer_type in enumerate(layer_types):
