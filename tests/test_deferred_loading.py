@@ -7,8 +7,8 @@ import pytest
 from keras.src.backend.common.variables import Variable
 
 import keras_egemma as eg
-from keras_egemma.convert.aligned_reads import aligned_empty
-from keras_egemma.convert.aligned_reads import aligned_weight_reads
+from keras_egemma.convert.mapped_weights import aligned_empty
+from keras_egemma.convert.mapped_weights import zero_copy_weight_files
 from keras_egemma.convert.deferred_variables import deferred_variables
 from keras_egemma.presets import PRESETS
 
@@ -88,7 +88,7 @@ def test_aligned_empty_is_aligned(shape, dtype):
 
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX adopts host arrays")
 def test_jax_adopts_aligned_arrays_without_copying():
-    """The premise of `aligned_weight_reads`: on CPU, JAX takes an aligned
+    """The premise of `zero_copy_weight_files`: on CPU, JAX takes an aligned
     array as its buffer (and copies a misaligned one)."""
     import jax.numpy as jnp
 
@@ -111,7 +111,7 @@ def test_aligned_reads_load_what_keras_loads(tmp_path, dtype):
     fresh = eg.EmbeddingGemma.from_preset(
         "embeddinggemma_tiny", dtype=dtype, load_weights=False
     )
-    with aligned_weight_reads():
+    with zero_copy_weight_files():
         fresh.backbone.load_weights(path)
     for v in fresh.backbone.weights:
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(v.value), expected[v.path])

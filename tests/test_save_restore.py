@@ -99,3 +99,48 @@ def test_training_checkpoint_restores_weights_and_optimizer_bit_exactly(tmp_path
     for x, y in zip(saved_slots, restored_slots):
         np.testing.assert_array_equal(x, y)
     np.testing.assert_array_equal(loaded.encode(TEXTS), model.encode(TEXTS))
+
+
+@pytest.mark.parametrize("mode", ["int8", "int4", "mixed"])
+def test_loaded_quantized_preset_saves_again_bit_exactly(mode, tmp_path):
+    """A quantized preset, loaded and saved again, loads to the same model
+    (Keras' saving once read a rebuilt layer's whole policy map as float)."""
+    model = eg.EmbeddingGemma.from_preset("embeddinggemma_tiny")
+    model.quantize(mode, block_size=16)
+    model.save_to_preset(tmp_path / "first")
+    loaded = eg.EmbeddingGemma.from_preset(tmp_path / "first")
+    loaded.save_to_preset(tmp_path / "second")
+    again = eg.EmbeddingGemma.from_preset(tmp_path / "second")
+    texts = ["Which planet is known as the Red Planet?", "Venus is the hottest planet."]
+    np.testing.assert_array_equal(model.encode(texts), again.encode(texts))
+    assert again.quantization == model.quantization
+
+
+def test_large_tensors_are_saved_page_aligned_and_mapped_when_loaded(tmp_path, monkeypatch):
+    """Tensors of `MAPPED_MIN_BYTES` or more start on a page in the saved
+    file; loading (JAX) maps them read-only instead of reading them, and the
+    model embeds exactly as before."""
+    import h5py
+
+    from keras_egemma.convert import mapped_weights
+
+    monkeypatch.setattr(mapped_weights, "MAPPED_MIN_BYTES", 4096)
+    model = eg.EmbeddingGemma.from_preset("embeddinggemma_tiny")
+    model.save_to_preset(tmp_path / "p")
+    with h5py.File(tmp_path / "p" / "model.weights.h5") as f:
+        table = f["layers/embedding/vars/0"]
+        assert table.nbytes >= 4096 and table.id.get_offset() % mapped_weights.PAGE == 0
+    loaded = eg.EmbeddingGemma.from_preset(tmp_path / "p")
+    texts = ["Which planet is known as the Red Planet?", "Venus is the hottest planet."]
+    np.testing.assert_array_equal(model.encode(texts), loaded.encode(texts))
+    if keras.backend.backend() == "jax":
+        # The table's buffer lies in a mapping of the weights file.
+        pointer = loaded.backbone.token_embedding.embeddings.value.unsafe_buffer_pointer()
+        path = str(tmp_path / "p" / "model.weights.h5")
+        with open("/proc/self/maps") as f:
+            regions = [line.split() for line in f]
+        assert any(
+            len(r) == 6 and r[5] == path
+            and int(r[0].split("-")[0], 16) <= pointer < int(r[0].split("-")[1], 16)
+            for r in regions
+        )

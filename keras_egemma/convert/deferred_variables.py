@@ -9,7 +9,7 @@ initialisation deferred (Keras' `StatelessScope(initialize_variables=False)`),
 and each variable gets its memory only when the file's value arrives:
 
 - JAX: the value read from the file becomes the variable's buffer (no copy
-  on CPU when the array is 64-byte aligned: `aligned_reads`), so loading
+  on CPU when the array is 64-byte aligned: `mapped_weights`), so loading
   peaks at the size of the weights.
 - TensorFlow and PyTorch assign into an existing buffer: the variables get
   zeros (PyTorch: uninitialised memory, which costs nothing until written)

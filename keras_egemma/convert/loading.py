@@ -8,7 +8,6 @@ import re
 
 import h5py
 
-from keras_egemma.convert.aligned_reads import aligned_weight_reads
 from keras_egemma.convert.deferred_variables import adopts_file_buffers
 from keras_egemma.convert.deferred_variables import deferred_variables
 from keras_egemma.convert.deferred_variables import unassigned
@@ -16,6 +15,7 @@ from keras_egemma.convert.huggingface import load_huggingface_checkpoint
 from keras_egemma.convert.huggingface import read_json
 from keras_egemma.convert.keras_hub_preset import KERAS_HUB_CLASS
 from keras_egemma.convert.keras_hub_preset import load_keras_hub_preset
+from keras_egemma.convert.mapped_weights import zero_copy_weight_files
 from keras_egemma.convert.safetensors_file import CheckpointError
 from keras_egemma.convert.safetensors_file import check_vocabulary_fits
 from keras_egemma.presets import PRESETS
@@ -173,8 +173,8 @@ def _load_own_preset(cls, directory, load_weights, dtype, **kwargs):
         # Weights are loaded here rather than by KerasHub so that an error
         # names the file it comes from.
         # Where variables adopt the arrays read (JAX), they are read aligned
-        # so that adopting needs no copy.
-        reads = aligned_weight_reads() if adopts_file_buffers() else contextlib.nullcontext()
+        # (large ones mapped from the file) so that adopting needs no copy.
+        reads = zero_copy_weight_files() if adopts_file_buffers() else contextlib.nullcontext()
         with reads:
             _load_weights_file(
                 model.load_task_weights, os.path.join(directory, "task.weights.h5")

@@ -14,6 +14,7 @@ from keras_egemma.models.preprocessor import check_texts
 from keras_egemma.quantization.weight_quantization import DEFAULT_BLOCK_SIZE
 from keras_egemma.quantization.weight_quantization import check_quantization_arguments
 from keras_egemma.quantization.weight_quantization import check_saved_quantization
+from keras_egemma.quantization.weight_quantization import quantizable_layers
 from keras_egemma.quantization.weight_quantization import quantize_weights
 
 
@@ -91,6 +92,13 @@ class EmbeddingGemma(TextEmbedder):
         self.projection_units = tuple(projection_units)
         self.attention_pooling_heads = attention_pooling_heads
         self.quantization = quantization
+        if quantization is not None:
+            # Rebuilt quantized layers hold the whole policy map; Keras'
+            # saving asks `layer.dtype_policy.quantization_mode`, which a map
+            # answers with its default (float): give each its own policy.
+            for layer in quantizable_layers(self):
+                if isinstance(layer._dtype_policy, keras.dtype_policies.DTypePolicyMap):
+                    layer._dtype_policy = layer._dtype_policy[layer.path]
         # Keras wraps `quantize` per instance with a check that knows only its
         # own modes ("mixed" is a recipe over them); use the method as defined.
         self.__dict__["quantize"] = type(self).quantize.__get__(self)
@@ -658,14 +666,15 @@ class EmbeddingGemma(TextEmbedder):
         EmbeddingGemma.from_preset("./my_embeddinggemma")
         ```
         """
+        from keras_egemma.convert.mapped_weights import zero_copy_weight_files
         from keras_egemma.convert.saving import save_atomically
 
-        save_atomically(
-            lambda folder: super(EmbeddingGemma, self).save_to_preset(
-                folder, max_shard_size=max_shard_size
-            ),
-            preset_dir,
-        )
+        def save(folder):
+            # Large tensors on page boundaries: JAX maps them when loading.
+            with zero_copy_weight_files():
+                super(EmbeddingGemma, self).save_to_preset(folder, max_shard_size=max_shard_size)
+
+        save_atomically(save, preset_dir)
 
     def get_config(self):
         config = super().get_config()
@@ -677,7 +686,10 @@ class EmbeddingGemma(TextEmbedder):
             }
         )
         if self.quantization is not None:
-            head_policies = keras.dtype_policies.DTypePolicyMap(self.backbone.dtype_policy)
+            default = self.backbone.dtype_policy
+            # A quantized backbone loaded from a preset holds a policy map.
+            default = getattr(default, "default_policy", default)
+            head_policies = keras.dtype_policies.DTypePolicyMap(default)
             for layer in self.projection_head.dense_layers:
                 head_policies[layer.path] = layer.dtype_policy
             config["quantization"] = dict(self.quantization)
