@@ -25,8 +25,10 @@ from keras import ops
 import keras_egemma as eg
 from keras_egemma.quantization import fake_quantize_abs_max
 from keras_egemma.quantization import fake_quantize_blocks
+from keras_egemma.quantization.qat import _fake_quantize_weight
 from keras_egemma.quantization.qat import _fake_quantized_call
-from keras_egemma.quantization.weight_quantization import _plan
+from keras_egemma.quantization.weight_quantization import DEFAULT_BLOCK_SIZE
+from keras_egemma.quantization.weight_quantization import quantization_plan
 
 TEXTS = [
     "Which planet is known as the Red Planet?",
@@ -67,7 +69,7 @@ def test_int8_layers_match_keras_layer_by_layer():
     model = tiny()
     rng = np.random.default_rng(0)
     seen = set()
-    for layer, mode, _ in _plan(model, "int8", 32):
+    for layer, mode, _ in quantization_plan(model, "int8", 32):
         kind = (type(layer).__name__, getattr(layer, "equation", None))
         if kind in seen:
             continue
@@ -156,12 +158,15 @@ SYLLABLES = ["ka", "lo", "mi", "tu", "ren", "sa", "vo", "pi", "dex", "qu", "zor"
 JOBS = ["baker", "pilot", "nurse", "farmer", "judge", "poet", "chemist", "sailor"]
 
 
-def retrieval_task(n, seed):
-    """(query, positive) pairs matched by a made-up name both contain."""
+def retrieval_task(n, seed, exclude=()):
+    """(query, positive) pairs matched by a made-up name both contain; names
+    in `exclude` are not used (a held-out set shares no name with training)."""
     rng = random.Random(seed)
     names = set()
     while len(names) < n:
-        names.add("".join(rng.choice(SYLLABLES) for _ in range(3)).capitalize())
+        name = "".join(rng.choice(SYLLABLES) for _ in range(3)).capitalize()
+        if name not in exclude:
+            names.add(name)
     return [
         {"query": f"Where does {name} work?", "positive": f"{name} is a {rng.choice(JOBS)}."}
         for name in sorted(names)
@@ -177,15 +182,34 @@ def task_loss(model, examples):
     return float(np.mean(np.log(np.exp(logits).sum(axis=1)) - np.diag(logits)))
 
 
-def finetune(examples, qat_mode=None):
+GAP_MODE = "mixed"
+
+
+def on_grid_tiny(mode=GAP_MODE):
+    """The tiny preset with every weight `quantize(mode)` quantizes moved to
+    its quantization grid, as after loading a quantized checkpoint back to
+    float (or after an earlier QAT run): quantizing it changes nothing."""
     model = tiny()
+    for layer, layer_mode, config in quantization_plan(model, mode, DEFAULT_BLOCK_SIZE):
+        block_size = None if config is None else config.block_size
+        weight = layer.embeddings if isinstance(layer, keras.layers.Embedding) else layer.kernel
+        weight.assign(
+            _fake_quantize_weight(layer, weight, layer_mode, None if block_size == -1 else block_size)
+        )
+    return model
+
+
+def finetune(examples, qat_mode=None):
+    """16 Adam steps (64 pairs, batch 16, 4 epochs, no shuffling) from the
+    on-grid tiny preset, fake-quantized with `qat_mode` if given."""
+    model = on_grid_tiny()
     if qat_mode is not None:
         model.quantize_aware(qat_mode)
-    model.compile(optimizer=keras.optimizers.Adam(2e-3), mrl_dims=None)
+    model.compile(optimizer=keras.optimizers.Adam(3e-4), mrl_dims=None)
     model.fit(
         examples,
-        batch_size=8,
-        epochs=EPOCHS,
+        batch_size=16,
+        epochs=4,
         sequence_length=16,
         query_task=None,
         document_task=None,
@@ -195,31 +219,56 @@ def finetune(examples, qat_mode=None):
     return model
 
 
-EPOCHS = 6
+def test_on_grid_weights_are_unchanged_by_quantization():
+    model = on_grid_tiny()
+    before = embed(model, TEXTS)
+    model.quantize(GAP_MODE)
+    # int8 attention also rounds its inputs per token, so not bit-identical.
+    assert np.sum(before * embed(model, TEXTS), axis=-1).min() >= 0.999
 
 
-@pytest.mark.skip(
-    reason="Not robust yet: 24 steps on the tiny preset give backend-dependent trajectories "
-    "(JAX: float 1.70, PTQ 1.78, QAT 0.62; TensorFlow: float 1.07, PTQ 1.04, i.e. PTQ did not "
-    "hurt) and the test takes 50-80 s, over the per-file budget."
-)
-def test_qat_narrows_the_int4_gap_to_float_compared_with_ptq():
-    examples = retrieval_task(32, seed=1)
-    before = task_loss(tiny(), examples)
+def test_qat_narrows_the_gap_to_float_compared_with_ptq():
+    """Finetuning a model whose weights already sit on the quantization grid
+    (a quantized checkpoint loaded back to float, or the output of an earlier
+    QAT run), then quantizing again. Post-training quantization (PTQ) rounds
+    every update smaller than half a grid step back to where it started, so
+    much of the finetuning is lost; QAT accumulates the updates in the float
+    weights until they cross a grid point, so the deployed model keeps them.
 
-    ptq = finetune(examples)
-    float_loss = task_loss(ptq, examples)
-    ptq.quantize("int4")
-    ptq_loss = task_loss(ptq, examples)
+    Both arms: the tiny preset on the "mixed" grid (per-channel int4, int8
+    attention), the same 16 Adam steps (lr 3e-4) on 64 (query, positive)
+    pairs; the metric is the in-corpus retrieval loss on 64 held-out pairs
+    whose names never occur in training. gap = loss(quantized) -
+    loss(float-finetuned). Measured (held-out loss before, float, PTQ, QAT ->
+    PTQ gap, QAT gap): JAX 4.45, 1.33, 2.61, 2.05 -> 1.29, 0.72; TensorFlow
+    4.45, 1.33, 2.54, 1.97 -> 1.21, 0.64; PyTorch 4.45, 1.33, 2.61, 2.06 ->
+    1.29, 0.73. Over four training/held-out draws (JAX) the PTQ gap was
+    0.70-1.29 and the QAT gap 0.29-0.57 times it.
 
-    qat = finetune(examples, "int4")
+    Starting from the preset's own weights instead (off the grid, same 16
+    steps), PTQ hurts this small model little: PTQ gap 0.11-0.37 over three
+    draws (JAX), and with learning rates 1e-4 or 2e-3 it even took either
+    sign; int4 rounding then acts as a random perturbation the finetuned
+    model mostly tolerates, too small and noisy for a robust test.
+    """
+    train = retrieval_task(64, seed=1)
+    held_out = retrieval_task(64, seed=2, exclude={e["query"].split()[2] for e in train})
+    before = task_loss(on_grid_tiny(), held_out)
+
+    ptq = finetune(train)
+    float_loss = task_loss(ptq, held_out)
+    ptq.quantize(GAP_MODE)
+    ptq_loss = task_loss(ptq, held_out)
+
+    qat = finetune(train, GAP_MODE)
     qat.quantize()
-    qat_loss = task_loss(qat, examples)
+    assert qat.quantization["mode"] == GAP_MODE
+    qat_loss = task_loss(qat, held_out)
 
-    assert float_loss < before - 0.5, (before, float_loss)  # finetuning learned the task
-    # The gap is the loss quantization adds over the float finetuned model:
-    # post-training int4 adds some; the QAT model, trained on the int4 grid,
-    # adds less than half as much (measured on JAX: float 1.70, PTQ 1.78,
-    # QAT 0.62, i.e. QAT even beats the float model on this task).
-    assert ptq_loss > float_loss, (float_loss, ptq_loss)
-    assert qat_loss - float_loss < 0.5 * (ptq_loss - float_loss), (float_loss, ptq_loss, qat_loss)
+    losses = dict(before=before, float=float_loss, ptq=ptq_loss, qat=qat_loss)
+    assert float_loss < before - 2.0, losses  # finetuning learned the task
+    ptq_gap, qat_gap = ptq_loss - float_loss, qat_loss - float_loss
+    assert ptq_gap > 0.5, losses  # PTQ loses much of the finetuning
+    # QAT closes at least a quarter of PTQ's gap (a QAT that did nothing would
+    # give the PTQ model: equal gaps).
+    assert qat_gap < 0.75 * ptq_gap, losses

@@ -1,8 +1,8 @@
 """Quantization-aware training: fake-quantized weights with a straight-through
 estimator, on the exact grids `EmbeddingGemma.quantize` uses.
 
-For each layer of the recipe (`weight_quantization._plan`), the layer's
-forward is replaced, on the instance, by one that computes with
+For each layer of the recipe (`weight_quantization.quantization_plan`), the
+layer's forward is replaced, on the instance, by one that computes with
 `dequantize(quantize(w))` instead of `w`, mirroring Keras' own quantizers
 (`keras/src/quantizers/quantizers.py` and the layers' `quantize`):
 
@@ -27,9 +27,9 @@ the model's weights: saving a model during QAT saves a float model.
 import keras
 from keras import ops
 
-from keras_egemma.quantization.weight_quantization import _plan
 from keras_egemma.quantization.weight_quantization import check_quantization_arguments
 from keras_egemma.quantization.weight_quantization import quantizable_layers
+from keras_egemma.quantization.weight_quantization import quantization_plan
 
 # Keras' quantizers add `backend.epsilon()` to the range before dividing.
 _EPSILON = keras.config.epsilon()
@@ -177,7 +177,7 @@ def enable_fake_quantization(model, mode, block_size):
     weights; see `EmbeddingGemma.quantize_aware`. Returns the setting."""
     check_quantization_arguments(model, mode, block_size)
     disable_fake_quantization(model)
-    plan = _plan(model, mode, block_size)
+    plan = quantization_plan(model, mode, block_size)
     for layer, _, _ in plan:
         if getattr(layer, "lora_enabled", False):
             raise ValueError(

@@ -52,8 +52,12 @@ def quantizable_layers(model):
     return layers + list(model.projection_head.dense_layers)
 
 
-def _plan(model, mode, block_size):
-    """`[(layer, keras mode, keras config)]` for a recipe."""
+def quantization_plan(model, mode, block_size):
+    """The recipe `mode` applies to `model`: a list of `(layer, keras mode,
+    keras config)`, one per quantizable layer, where the keras mode is
+    `"int8"` or `"int4"` and the config an `Int4QuantizationConfig` for int4
+    layers (`block_size=None` for per-channel) or None for int8.
+    `quantize_weights` and quantization-aware training both follow it."""
     layers = quantizable_layers(model)
     if mode == "int8":
         return [(layer, "int8", None) for layer in layers]
@@ -106,7 +110,7 @@ def quantize_weights(model, mode, block_size=DEFAULT_BLOCK_SIZE):
     # objects are skipped by the collector, so each pass only scans new ones.
     gc.freeze()
     try:
-        for layer, layer_mode, config in _plan(model, mode, block_size):
+        for layer, layer_mode, config in quantization_plan(model, mode, block_size):
             layer.quantize(layer_mode, config=config)
     finally:
         gc.unfreeze()
