@@ -8,16 +8,16 @@ only when the array starts on a 64-byte boundary. numpy's large arrays start
 was copied once more on its way into a variable: for the published model's
 0.75 GiB embedding table a second full-size copy at the load's peak, and,
 as JAX copies asynchronously, a pile of pending source arrays besides (the
-load peaked at 1.7 GiB above the process for 1.15 GiB of weights).
+load peaked at 1.7-1.9 GiB above the process for 1.15 GiB of weights).
 
-- Reading: each tensor is read into an aligned
-  array, which the variable adopts. A tensor of `MAPPED_MIN_BYTES` or more
-  that the file stores contiguously at an aligned offset is not read at all:
-  it is memory-mapped, read-only, and becomes the variable's buffer, so only
-  the pages a lookup touches (the embedding rows of the batch's tokens) are
-  ever in memory, and the kernel may drop them again under pressure.
-- Writing: HDF5 places
-  tensors of `MAPPED_MIN_BYTES` or more on page boundaries.
+- Reading: each tensor is read into an aligned array, which the variable
+  adopts. A tensor of `MAPPED_MIN_BYTES` or more that the file stores
+  contiguously at an aligned offset is not read at all: it is
+  memory-mapped, read-only, and becomes the variable's buffer, so only the
+  pages a lookup touches (the embedding rows of the batch's tokens) are ever
+  in memory, and the kernel may drop them again under pressure.
+- Writing: HDF5 places tensors of `MAPPED_MIN_BYTES` or more on page
+  boundaries.
 
 A mapped file must not be overwritten in place while a model uses it
 (`save_to_preset` writes a new file and renames it, which is safe).
@@ -66,7 +66,8 @@ class _ZeroCopyH5IOStore(saving_lib.H5IOStore):
     """Keras' `H5IOStore`: aligned (or mapped) reads, page-aligned writes."""
 
     def _get_h5_file(self, path_or_io, mode=None):
-        if (mode or self.mode) != "w" or self.archive or not isinstance(path_or_io, pathlib.Path):
+        writing_a_file = (mode or self.mode) == "w" and isinstance(path_or_io, pathlib.Path)
+        if not writing_a_file or self.archive:
             return super()._get_h5_file(path_or_io, mode)
         return h5py.File(
             path_or_io, mode="w", alignment_threshold=MAPPED_MIN_BYTES, alignment_interval=PAGE

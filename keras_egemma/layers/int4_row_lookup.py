@@ -13,6 +13,7 @@ import functools
 import keras
 from keras import ops
 from keras.quantizers import unpack_int4
+from keras.src.quantizers.quantizers import dequantize_with_sz_map
 
 
 def int4_row_lookup(layer, inputs, training=None):
@@ -30,8 +31,6 @@ def int4_row_lookup(layer, inputs, training=None):
         return ops.divide(rows, ops.expand_dims(scale, axis=-1))
     # Per block: a scale and zero point per (row, group), groups mapped to
     # columns by `g_idx`, dequantized the way Keras does.
-    from keras.src.quantizers.quantizers import dequantize_with_sz_map
-
     zero = ops.take(layer.embeddings_zero, inputs, axis=0)
     return dequantize_with_sz_map(rows, scale, zero, layer.g_idx, group_axis=-1)
 

@@ -5,8 +5,8 @@ from keras import ops
 from keras_hub.models import Backbone
 
 from keras_egemma.layers.encoder_block import EmbeddingGemmaEncoderBlock
-from keras_egemma.layers.rms_normalization import RMSNormalization
 from keras_egemma.layers.int4_row_lookup import gather_int4_rows_first
+from keras_egemma.layers.rms_normalization import RMSNormalization
 from keras_egemma.models.dtypes import check_dtype
 
 SLIDING = "sliding_attention"

@@ -16,7 +16,6 @@ sequence length when they are traced (`attention_kernels.band_is_cheaper`).
 import keras
 import numpy as np
 
-
 # XLA:CPU options for the forward pass, measured on the published
 # configuration (2-core Zen 4, 32 x 128 tokens): the memory-optimised
 # scheduler stops it from materialising all 48 transposed attention kernels
