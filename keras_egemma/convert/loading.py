@@ -16,6 +16,7 @@ from keras_egemma.convert.huggingface import read_json
 from keras_egemma.convert.keras_hub_preset import KERAS_HUB_CLASS
 from keras_egemma.convert.keras_hub_preset import load_keras_hub_preset
 from keras_egemma.convert.mapped_weights import zero_copy_weight_files
+from keras_egemma.convert.packed_int4 import int4_weights_left_packed
 from keras_egemma.convert.safetensors_file import CheckpointError
 from keras_egemma.convert.safetensors_file import check_vocabulary_fits
 from keras_egemma.presets import PRESETS
@@ -175,7 +176,7 @@ def _load_own_preset(cls, directory, load_weights, dtype, **kwargs):
         # Where variables adopt the arrays read (JAX), they are read aligned
         # (large ones mapped from the file) so that adopting needs no copy.
         reads = zero_copy_weight_files() if adopts_file_buffers() else contextlib.nullcontext()
-        with reads:
+        with reads, int4_weights_left_packed():
             _load_weights_file(
                 model.load_task_weights, os.path.join(directory, "task.weights.h5")
             )

@@ -667,11 +667,12 @@ class EmbeddingGemma(TextEmbedder):
         ```
         """
         from keras_egemma.convert.mapped_weights import zero_copy_weight_files
+        from keras_egemma.convert.packed_int4 import int4_weights_left_packed
         from keras_egemma.convert.saving import save_atomically
 
         def save(folder):
             # Large tensors on page boundaries: JAX maps them when loading.
-            with zero_copy_weight_files():
+            with zero_copy_weight_files(), int4_weights_left_packed():
                 super(EmbeddingGemma, self).save_to_preset(folder, max_shard_size=max_shard_size)
 
         save_atomically(save, preset_dir)
