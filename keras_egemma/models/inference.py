@@ -5,13 +5,16 @@ compiled once per bucket serves every later batch of that shape. Shapes are
 kept static on purpose: the sliding layers pick their band form from the
 sequence length when they are traced (`attention_kernels.band_is_cheaper`).
 
-- JAX: `jax.jit` of the model's stateless call (XLA); the variables are
-  passed in on each call, so a model that keeps training stays current. On
-  CPU it is compiled with `CPU_COMPILER_OPTIONS` (less memory, faster).
+- JAX: `jax.jit` of the model's stateless call (XLA), compiled ahead of
+  the first run of each shape; the variables are passed in on each call, so
+  a model that keeps training stays current. On CPU it is compiled with
+  `CPU_COMPILER_OPTIONS` (less memory, faster).
 - TensorFlow: a `tf.function` per shape (no shape relaxation, which would
   hide the length), compiled with XLA (`jit_compile=True`).
 - PyTorch: eager under `torch.inference_mode()`: no autograd bookkeeping.
 """
+
+import ctypes
 
 import keras
 import numpy as np
@@ -28,6 +31,21 @@ CPU_COMPILER_OPTIONS = {
 }
 
 
+def release_freed_memory():
+    """Hands memory that the C allocator keeps free back to the operating
+    system (glibc's `malloc_trim`); does nothing on other C libraries.
+
+    XLA compiles on the calling thread and runs on its own thread pool, whose
+    allocations come from other malloc arenas: the ~80 MiB the compiler frees
+    stays in the process, and the first run's buffers come on top of it.
+    """
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim(0)
+
+
 def _jax_forward(model):
     import jax
 
@@ -36,11 +54,20 @@ def _jax_forward(model):
 
     options = CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
     forward = jax.jit(call, compiler_options=options)
+    # Compiled ahead of the first run of each shape, so that what the
+    # compiler freed is returned before the run allocates its buffers.
+    executables = {}
 
     def run(batch):
         trainable = [v.value for v in model.trainable_variables]
         non_trainable = [v.value for v in model.non_trainable_variables]
-        return np.asarray(forward(trainable, non_trainable, batch))
+        shape = tuple(sorted((name, value.shape, str(value.dtype)) for name, value in batch.items()))
+        executable = executables.get(shape)
+        if executable is None:
+            executable = forward.lower(trainable, non_trainable, batch).compile()
+            release_freed_memory()
+            executables[shape] = executable
+        return np.asarray(executable(trainable, non_trainable, batch))
 
     return run
 
