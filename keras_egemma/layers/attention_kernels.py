@@ -25,9 +25,12 @@ def sliding_window_mask(length, sliding_window):
 
 
 def _softmax_attention(equation_logits, equation_out, query, key, value, mask, dropout):
-    logits = ops.cast(ops.einsum(equation_logits, query, key), "float32")
-    logits = ops.where(mask, logits, MASKED_LOGIT)
-    probs = ops.cast(ops.softmax(logits, axis=-1), value.dtype)
+    logits = ops.einsum(equation_logits, query, key)
+    # Masked before the cast: in a bfloat16 model that halves the memory
+    # traffic of the largest tensor (MASKED_LOGIT rounds to a bfloat16 value
+    # just as far below every logit).
+    logits = ops.where(mask, logits, ops.cast(MASKED_LOGIT, logits.dtype))
+    probs = ops.cast(ops.softmax(ops.cast(logits, "float32"), axis=-1), value.dtype)
     if dropout is not None:
         probs = dropout(probs)
     return ops.einsum(equation_out, probs, value)
