@@ -117,6 +117,23 @@ def test_embed_writes_npy_and_jsonl(tmp_path, tiny):
     assert len(rows[0]["embedding"]) == 128
 
 
+def test_embed_in_bfloat16_is_close_to_float32(tmp_path, tiny):
+    npy = tmp_path / "e.npy"
+    texts = ["Mars is the red planet.", "A man plays a guitar on stage."]
+    assert main(["embed", *texts, "--dtype", "bfloat16", "--output", str(npy), *TINY]) == 0
+    vectors = np.load(npy)
+    cosines = np.sum(vectors * tiny.encode(texts), axis=-1)
+    # bfloat16 rounding moves the embeddings, but only slightly.
+    assert 0.99 < cosines.min() and cosines.max() < 1 - 1e-7
+
+
+def test_unknown_dtype_is_refused(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["embed", "x", "--dtype", "float16", *TINY])
+    assert exit_info.value.code != 0
+    assert "invalid choice: 'float16'" in capsys.readouterr().err
+
+
 def test_embed_errors_are_one_line_and_nonzero(tmp_path, capsys):
     assert main(["embed", *TINY]) == 1
     one_line_error(capsys, "Nothing to embed")
@@ -187,11 +204,16 @@ def test_bench_reports_speed_at_each_length(capsys, tiny):
         )
         == 0
     )
-    rows = re.findall(r"^\s+(\d+)\s+([\d.]+)\s+(\d+)$", capsys.readouterr().out, flags=re.M)
+    out = capsys.readouterr().out
+    assert ", float32, batch size 4," in out
+    rows = re.findall(r"^\s+(\d+)\s+([\d.]+)\s+(\d+)$", out, flags=re.M)
     assert [int(r[0]) for r in rows] == [8, 24]
     for length, sentences, tokens in rows:
         # tokens/s over sentences/s is the mean tokens per text, at most the length.
         assert 0.85 * int(length) <= int(tokens) / float(sentences) <= int(length) + 0.5
+    bench_bfloat16 = ["bench", "--lengths", "8", "--num-texts", "2", "--repeats", "1"]
+    assert main([*bench_bfloat16, "--dtype", "bfloat16", *TINY]) == 0
+    assert ", bfloat16, batch size 32," in capsys.readouterr().out
     assert main(["bench", "--lengths", "4096", *TINY]) == 1
     one_line_error(capsys, "at most the preset's sequence_length (512)")
 
