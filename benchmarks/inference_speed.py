@@ -224,17 +224,16 @@ def print_table(result):
         print(f"{name:38s}{cells}{run['time_to_first_embedding_s']:12.1f}")
     # Against sentence-transformers float32 (the reference), the fastest run
     # of any dtype; against each precision of sentence-transformers, the
-    # fastest keras_egemma run of that precision.
-    for reference_dtype, own_dtypes in (("float32", ("",)), ("float32", ("float32",)),
-                                        ("bfloat16", ("bfloat16",))):
+    # fastest keras_egemma run of that precision (None: any).
+    for reference_dtype, own_dtype in (("float32", None), ("float32", "float32"),
+                                       ("bfloat16", "bfloat16")):
         reference = result["runs"].get(f"sentence_transformers (torch, {reference_dtype})")
         own = {n: r for n, r in result["runs"].items() if n.startswith("keras_egemma")
-               and any(n.endswith(f"{d})") for d in own_dtypes)}
+               and (own_dtype is None or n.endswith(f", {own_dtype})"))}
         if not reference or not own:
             continue
-        which = "any dtype" if own_dtypes == ("",) else own_dtypes[0]
-        print(f"\nfastest keras_egemma run ({which}) over sentence-transformers "
-              f"{reference_dtype}:")
+        print(f"\nfastest keras_egemma run ({own_dtype or 'any dtype'}) over "
+              f"sentence-transformers {reference_dtype}:")
         for s in shapes:
             ours = max((r["throughput"][s]["sentences_per_s"], n) for n, r in own.items())
             print(f"  {s}: {ours[0] / reference['throughput'][s]['sentences_per_s']:.2f}x "

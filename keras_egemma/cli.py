@@ -391,9 +391,9 @@ def _bench(args, out):
             model.encode(texts, batch_size=args.batch_size, verbose=False)
             best = min(best, time.perf_counter() - start)
         rows.append((length, args.num_texts / best, tokens / best))
+    dtype = keras.backend.standardize_dtype(model.backbone.compute_dtype)
     print(
-        f"{args.preset} on {keras.backend.backend()}, "
-        f"{keras.backend.standardize_dtype(model.backbone.compute_dtype)}, batch size {args.batch_size}, "
+        f"{args.preset} on {keras.backend.backend()}, {dtype}, batch size {args.batch_size}, "
         f"{args.num_texts} texts per length, best of {args.repeats}",
         file=out,
     )
