@@ -1,5 +1,6 @@
 """The task model on the bundled tiny preset: shapes, invariances, round trips."""
 
+import contextlib
 import os
 import warnings
 
@@ -205,3 +206,44 @@ def test_backbone_config_round_trip(tiny_model):
     for key in ("sliding_window", "global_rope_wavelength", "local_rope_wavelength",
                 "query_pre_attn_scalar", "layer_norm_epsilon", "dtype"):
         assert key in config
+
+
+def test_eager_call_frees_each_block_output_once_used(tiny_model):
+    """An eager forward pass (PyTorch's inference path) keeps no block's output
+    past the next block: Keras' functional graph runner kept them all, every
+    layer's activations at once."""
+    import weakref
+
+    blocks = tiny_model.backbone.transformer_layers
+    outputs = []
+    alive_before_block = []
+
+    def recording(block):
+        call = block.call
+
+        def wrapped(x, *args, **kwargs):
+            older = outputs[:-1]  # the last one is this block's input
+            alive_before_block.append(sum(ref() is not None for ref in older))
+            y = call(x, *args, **kwargs)
+            outputs.append(weakref.ref(y))
+            return y
+
+        return wrapped
+
+    # Without autograd on PyTorch, which keeps what the backward pass needs.
+    no_grad = contextlib.nullcontext()
+    if keras.backend.backend() == "torch":
+        import torch
+
+        no_grad = torch.inference_mode()
+    try:
+        for block in blocks:
+            block.__dict__["call"] = recording(block)
+        ids = np.ones((2, 16), "int32")
+        with no_grad:
+            tiny_model.backbone({"token_ids": ids, "padding_mask": np.ones_like(ids)})
+    finally:
+        for block in blocks:
+            block.__dict__.pop("call", None)
+    assert len(alive_before_block) == len(blocks) > 2
+    assert alive_before_block == [0] * len(blocks)

@@ -138,20 +138,18 @@ class EmbeddingGemmaBackbone(Backbone):
             epsilon=layer_norm_epsilon, dtype=dtype, name="final_normalization"
         )
 
-        # === Functional model ===
-        token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
-        padding_mask = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
-        x = self.token_embedding(token_ids)
         # The scale is cast to the weight dtype first, as the reference does
         # (sqrt(768) is 27.7128 in float32 and 27.75 in bfloat16). It enters
         # the graph as a Python float (exact in that dtype), not as a tensor
         # made here: a traced TF function captures such a tensor, and tf2onnx
         # turns the capture into an extra ONNX model input.
-        scale = ops.cast(ops.cast(math.sqrt(hidden_dim), x.dtype), "float32")
-        x = x * float(ops.convert_to_numpy(scale))
-        for block in self.transformer_layers:
-            x = block(x, padding_mask=padding_mask)
-        sequence_output = self.final_norm(x)
+        scale = ops.cast(math.sqrt(hidden_dim), self.token_embedding.compute_dtype)
+        self.embedding_scale = float(ops.convert_to_numpy(ops.cast(scale, "float32")))
+
+        # === Functional model ===
+        token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
+        padding_mask = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
+        sequence_output = self._encode(token_ids, padding_mask)
         super().__init__(
             inputs={"token_ids": token_ids, "padding_mask": padding_mask},
             outputs=sequence_output,
@@ -174,6 +172,19 @@ class EmbeddingGemmaBackbone(Backbone):
         self.local_rope_wavelength = local_rope_wavelength
         self.layer_norm_epsilon = layer_norm_epsilon
         self.dropout = dropout
+
+    def _encode(self, token_ids, padding_mask, training=None):
+        x = self.token_embedding(token_ids) * self.embedding_scale
+        for block in self.transformer_layers:
+            x = block(x, padding_mask=padding_mask, training=training)
+        return self.final_norm(x)
+
+    def call(self, inputs, training=None, mask=None):
+        # Layer by layer, not through Keras' functional graph runner: that
+        # keeps every block's output until the whole graph has run, which in
+        # eager PyTorch holds all 24 activations at once (int4 published
+        # model, 32 x 128 tokens: 0.94 -> 0.49 GiB above the process).
+        return self._encode(inputs["token_ids"], inputs["padding_mask"], training=training)
 
     def get_config(self):
         config = super().get_config()
