@@ -3,6 +3,7 @@
 import contextlib
 import os
 import warnings
+import weakref
 
 import keras
 import numpy as np
@@ -212,8 +213,6 @@ def test_eager_call_frees_each_block_output_once_used(tiny_model):
     """An eager forward pass (PyTorch's inference path) keeps no block's output
     past the next block: Keras' functional graph runner kept them all, every
     layer's activations at once."""
-    import weakref
-
     blocks = tiny_model.backbone.transformer_layers
     outputs = []
     alive_before_block = []
