@@ -36,6 +36,8 @@ import sys
 import tempfile
 import time
 
+from provenance import provenance
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
 
@@ -294,10 +296,8 @@ def main():
     import keras
 
     result = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                   f"{platform.system()}",
+        **provenance(),  # command, date (UTC), machine, commit
         "versions": {"keras": keras.__version__, "python": platform.python_version()},
-        "date": time.strftime("%Y-%m-%d"),
         "config": {k: v for k, v in vars(args).items() if k != "worker"},
         "runs": runs,
         "memory": memory,

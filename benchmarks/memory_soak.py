@@ -29,13 +29,11 @@ Prints a table and writes JSON (default `results/memory_soak.json`).
 """
 
 import argparse
-import datetime
 import gc
 import json
 import os
 import platform
 import subprocess
-import sys
 import time
 import warnings
 
@@ -44,6 +42,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
+from provenance import provenance  # noqa: E402
 
 WORDS = (
     "the a of to in and is for on with as by at from that this it be are was "
@@ -291,16 +290,14 @@ def main():
 
     commit, changes = code_state(os.path.dirname(os.path.abspath(eg.__file__)))
     result = {
-        "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+        **provenance(env=("KERAS_BACKEND",)),  # command, date (UTC), machine
         "keras_egemma_path": os.path.dirname(os.path.abspath(eg.__file__)),
         "commit": commit,
         "uncommitted_changes": changes,
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "backend": keras.backend.backend(),
         "keras": keras.__version__,
         "keras_egemma": eg.__version__,
         "python": platform.python_version(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
         "args": vars(args),
         "preset_sequence_length": preset_length,
         "sequence_length": sequence_length,

@@ -15,11 +15,12 @@ and writes JSON.
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
+
+from provenance import provenance
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
@@ -112,7 +113,7 @@ def main():
 
     tokens = 2 * args.batch * args.length
     result = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        **provenance(),  # command, date (UTC), machine, commit
         "config": vars(args),
         "results": {name: {"steps_per_s": 1 / s, "tokens_per_s": tokens / s}
                     for name, s in rows.items()},
