@@ -1,4 +1,4 @@
-"""Plain-numpy EmbeddingGemma pieces written from REFERENCE.md's equations.
+"""Plain-numpy EmbeddingGemma pieces written from the equations in docs/reference.md.
 
 Independent of the library (no keras, no keras_egemma): the layer tests
 compare against these.

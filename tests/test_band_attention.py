@@ -4,7 +4,7 @@ The band form (`attention_kernels.sliding_window_band_attention`) scores each
 block of `window // 2` queries against its own and the two neighbouring key
 blocks. These tests compare it with the dense form under the window mask, and
 the layer (which picks the band when it is cheaper) with the numpy reference
-written from REFERENCE.md, at lengths below, equal to and above the window,
+written from docs/reference.md, at lengths below, equal to and above the window,
 with padding.
 """
 

@@ -1,4 +1,4 @@
-"""Layers against plain numpy written from REFERENCE.md, on the active backend."""
+"""Layers against plain numpy written from docs/reference.md, on the active backend."""
 
 import keras
 import numpy as np

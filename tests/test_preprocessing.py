@@ -7,7 +7,7 @@ import pytest
 import keras_egemma as eg
 from keras_egemma.models.prompts import resolve_prompt
 
-# REFERENCE.md's prompt table, verbatim.
+# The prompt table of docs/reference.md, verbatim.
 TABLE = {
     "task: search result | query: ": ["query", "Retrieval", "Retrieval-query", "Reranking",
                                       "BitextMining"],
