@@ -1,0 +1,388 @@
+"""Render the result tables in the docs from the JSON in docs/results/.
+
+Every figure table in the docs sits between two markers,
+
+    <!-- table:NAME -->
+    ...generated...
+    <!-- /table:NAME -->
+
+and is generated from the JSON files that `TABLES[NAME]` names, followed by a
+line with each file's command, date and machine. Nothing between the markers
+is edited by hand.
+
+    python docs/render.py           # rewrite the tables in docs/*.md and README.md
+    python docs/render.py --check   # exit 1, naming the stale tables, if any differ
+
+To publish a new measurement: run the benchmark (it writes its JSON, with
+`command`, `date` and `machine`, under `results/`), copy that file over the one
+in docs/results/ with the same name, run `python docs/render.py`, and commit
+both. Standard library only.
+"""
+
+import argparse
+import json
+import os
+import re
+import sys
+
+DOCS = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(DOCS)
+RESULTS = os.path.join(DOCS, "results")
+
+MARKERS = re.compile(
+    r"(?P<open><!-- table:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(?P<close><!-- /table:(?P=name) -->)",
+    re.DOTALL,
+)
+
+BACKENDS = {"jax": "JAX", "tensorflow": "TensorFlow", "torch": "PyTorch"}
+BACKEND_ORDER = list(BACKENDS)
+DTYPE_ORDER = ["float32", "bfloat16", "int8", "int4", "mixed"]
+GIB = 2**30
+
+
+# --- Formatting ---------------------------------------------------------------
+
+
+def table(header, rows, align=None):
+    """A markdown table; `align` is a string of "l"/"r" per column."""
+    align = align or "l" * len(header)
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def num(value, digits=2, missing="n/a"):
+    if value is None:
+        return missing
+    return f"{value:,.{digits}f}"
+
+
+def parse_run_name(name):
+    """`"keras_egemma (jax, int8)"` -> ("keras_egemma", "jax", "int8")."""
+    match = re.fullmatch(r"(.+?) \((.+)\)", name)
+    if not match:
+        return name, None, None
+    parts = [p.strip() for p in match.group(2).split(",")]
+    backend = parts[0] if len(parts) > 1 else (parts[0] if parts[0] in BACKENDS else None)
+    dtype = parts[-1] if len(parts) > 1 else (None if parts[0] in BACKENDS else parts[0])
+    return match.group(1), backend, dtype
+
+
+def run_label(name):
+    library, backend, dtype = parse_run_name(name)
+    if library == "keras_egemma":
+        return ", ".join(x for x in ("keras_egemma", BACKENDS.get(backend, backend), dtype) if x)
+    if library == "sentence_transformers":
+        return ", ".join(x for x in ("sentence-transformers", dtype) if x)
+    return name
+
+
+def run_order(name):
+    library, backend, dtype = parse_run_name(name)
+    return (
+        library != "keras_egemma",
+        DTYPE_ORDER.index(dtype) if dtype in DTYPE_ORDER else len(DTYPE_ORDER),
+        BACKEND_ORDER.index(backend) if backend in BACKEND_ORDER else len(BACKEND_ORDER),
+    )
+
+
+def load(filename):
+    path = os.path.join(RESULTS, filename)
+    with open(path) as f:
+        data = json.load(f)
+    missing = [key for key in ("command", "date", "machine") if not data.get(key)]
+    if missing:
+        raise ValueError(f"{path}: no {', '.join(missing)}")
+    return data
+
+
+def provenance_line(filename, data, doc_dir):
+    date = data["date"]
+    if "T" in date:  # the scripts write UTC ISO timestamps
+        date = date[:16].replace("T", " ") + " UTC"
+    parts = [f"`{data['command']}`", date, data["machine"]]
+    if data.get("commit"):
+        parts.append(f"commit {data['commit'][:7]}")
+    elif data.get("reported_in_commit"):
+        parts.append(f"reported in commit {data['reported_in_commit'][:7]}")
+    link = os.path.relpath(os.path.join(RESULTS, filename), doc_dir).replace(os.sep, "/")
+    transcribed = " (transcribed from an earlier report: see its note)" if "ranscribed" in data.get(
+        "note", "") else ""
+    return f"Measured with {'; '.join(parts)}. Data: [{filename}]({link}){transcribed}."
+
+
+# --- Tables -------------------------------------------------------------------
+
+
+def inference_speed(data):
+    (d,) = data
+    runs = d["runs"]
+    shapes = list(next(iter(runs.values()))["throughput"])
+    best = {s: max(r["throughput"][s]["tokens_per_s"] for r in runs.values()) for s in shapes}
+    rows = []
+    for name in sorted(runs, key=run_order):
+        run = runs[name]
+        cells = []
+        for s in shapes:
+            t = run["throughput"][s]
+            cell = f"{num(t['sentences_per_s'])} ({t['tokens_per_s']:,.0f})"
+            cells.append(f"**{cell}**" if t["tokens_per_s"] == best[s] else cell)
+        rows.append([run_label(name), *cells, f"{run['time_to_first_embedding_s']:.1f} s"])
+    header = ["sentences/s (tokens/s)"] + [s.replace("x", " tokens x ", 1) for s in shapes]
+    return table(header + ["time to first embedding"], rows, "l" + "r" * (len(shapes) + 1))
+
+
+def inference_speedup(data):
+    """Speed-ups over sentence-transformers, as the benchmark prints them
+    (ratios of tokens/s, the more precise figure, at equal shapes)."""
+    (d,) = data
+    runs = d["runs"]
+    shapes = list(next(iter(runs.values()))["throughput"])
+    rows = []
+    for reference_dtype, own_dtype, label in (
+        ("float32", None, "fastest keras_egemma run over sentence-transformers float32"),
+        ("float32", "float32", "fastest keras_egemma float32 run over sentence-transformers float32"),
+        ("bfloat16", "bfloat16",
+         "fastest keras_egemma bfloat16 run over sentence-transformers bfloat16"),
+    ):
+        reference = runs.get(f"sentence_transformers (torch, {reference_dtype})")
+        own = {n: r for n, r in runs.items() if parse_run_name(n)[0] == "keras_egemma"
+               and (own_dtype is None or parse_run_name(n)[2] == own_dtype)}
+        if not reference or not own:
+            continue
+        cells = []
+        for s in shapes:
+            speed, name = max((r["throughput"][s]["tokens_per_s"], n) for n, r in own.items())
+            ratio = speed / reference["throughput"][s]["tokens_per_s"]
+            _, backend, dtype = parse_run_name(name)
+            which = BACKENDS[backend] + ("" if own_dtype else f" {dtype}")
+            cells.append(f"{ratio:.2f}x ({which})")
+        rows.append([label, *cells])
+    return table([""] + [s.replace("x", " tokens x ", 1) for s in shapes], rows)
+
+
+def inference_memory(data):
+    memory = {}
+    for d in data:
+        memory.update(d["memory"])
+
+    rows = []
+    # By library, then backend, then format.
+    for name in sorted(memory, key=lambda n: (run_order(n)[0], run_order(n)[2], run_order(n)[1])):
+        m = memory[name]
+        rows.append([run_label(name), f"{m['peak_rss_bytes'] / GIB:.2f} GiB",
+                     f"{m['model_memory_bytes'] / GIB:.2f} GiB"])
+    return table(["load, then embed 32 x 128 tokens", "peak RSS of the process",
+                  "above RSS after imports + tokenizer"], rows, "lrr")
+
+
+def quantized_full_size(data):
+    """Weights on disk and model memory per format and backend."""
+    sizes, memory = {}, {}
+    for d in data:
+        sizes.update(d["sizes"])
+        memory.update(d["memory"])
+    formats = [f for f in DTYPE_ORDER if f"keras_egemma ({f})" in sizes]
+    rows = []
+    for f in formats:
+        cells = []
+        for backend in BACKEND_ORDER:
+            m = memory.get(f"keras_egemma ({backend}, {f})")
+            cells.append("n/a" if m is None else f"{m['model_memory_bytes'] / GIB:.2f} GiB")
+        rows.append([f, f"{sizes[f'keras_egemma ({f})'] / 1e9:.3f} GB", *cells])
+    header = ["format", "weights on disk"] + [
+        f"model memory, {BACKENDS[b]}" for b in BACKEND_ORDER]
+    return table(header, rows, "lr" + "r" * len(BACKEND_ORDER))
+
+
+def train_speed(data):
+    (d,) = data
+    results = d["results"]
+    rows = []
+    for name in sorted(results, key=run_order):
+        library, backend, _ = parse_run_name(name)
+        label = (f"keras_egemma, {BACKENDS.get(backend, backend)}" if library == "keras_egemma"
+                 else "sentence-transformers `MultipleNegativesRankingLoss` (PyTorch)"
+                 if library.startswith("sentence-transformers MNRL") else name)
+        r = results[name]
+        rows.append([label, num(r["steps_per_s"]), f"{r['tokens_per_s']:,.0f}"])
+    c = d["config"]
+    caption = (f"{c['layers']} layers, {c['hidden']} wide, random weights; batches of "
+               f"{c['batch']} (query, positive) pairs of {c['length']} tokens")
+    return table(["", "steps/s", "tokens/s"], rows, "lrr") + f"\n\n{caption}."
+
+
+def memory_soak(data):
+    (d,) = data
+    rows = []
+    for name, s in d["phases"].items():
+        slope = s["slope_mb_per_1000_texts"]
+        arrays = ("n/a" if s["live_arrays_end"] is None
+                  else f"{s['live_arrays_after_warmup']} -> {s['live_arrays_end']}")
+        growth = s["rss_end_mb"] - s["rss_after_warmup_mb"]
+        rows.append([
+            name, f"{s['texts']:,}", num(s["rss_after_warmup_mb"], 0) + " MB",
+            num(s["rss_end_mb"], 0) + " MB", f"{growth:+,.0f} MB",
+            num(s["rss_max_mb"], 0, "n/a") + ("" if s["rss_max_mb"] is None else " MB"),
+            "n/a" if slope is None else f"{slope:+.2f} MB",
+            arrays,
+        ])
+    out = table(["phase", "texts", "RSS after warm-up", "RSS at the end", "growth",
+                 "max RSS", "slope per 1,000 texts after warm-up", "live JAX arrays"], rows,
+                "lrrrrrrl")
+    a = d["args"]
+    summary = (f"Preset `{a['preset']}`, batch {a['batch_size']}, sequence length "
+               f"{d['sequence_length']}; RSS after loading {num(d['rss_after_loading_mb'], 0)} MB, "
+               f"peak RSS {num(d['peak_rss_mb'], 0)} MB; MB = 10^6 bytes.")
+    return f"{out}\n\n{summary}"
+
+
+def bundled_model(data):
+    (d,) = data
+    names = {"python docs": "Python docs", "wordnet": "WordNet"}
+    models = [("all-MiniLM-L6-v2 (teacher)", "all-MiniLM-L6-v2 (teacher)"),
+              ("embeddinggemma_mini", "`embeddinggemma_mini`"),
+              ("random init", "same shape, random weights")]
+    rows = []
+    for key, results in d["held_out"].items():
+        pairs = d.get("held_out_pairs", {}).get(key)
+        label = names.get(key, key) + (f" ({pairs:,} pairs)" if pairs else "")
+        for i, (model, model_label) in enumerate(models):
+            r = results[model]
+            rows.append([label if i == 0 else "", model_label, num(r["ndcg@10"], 3),
+                         num(r["mrr@10"], 3), num(r["recall@10"], 3),
+                         num(r["teacher_cosine"], 3)])
+        mini, teacher = results["embeddinggemma_mini"], results["all-MiniLM-L6-v2 (teacher)"]
+        rows.append(["", "*mini / teacher*",
+                     f"*{mini['ndcg@10'] / teacher['ndcg@10']:.0%}*", "",
+                     f"*{mini['recall@10'] / teacher['recall@10']:.0%}*", ""])
+    return table(["held-out set", "model", "nDCG@10", "MRR@10", "recall@10", "teacher cosine"],
+                 rows, "llrrrr")
+
+
+def bundled_model_speed(data):
+    (d,) = data
+    rows = [[f"{r['tokens_per_text']:,}", f"{r['sentences_per_s']:,.0f}",
+             f"{r['tokens_per_s']:,.0f}"] for r in d["rows"]]
+    caption = (f"`{d['preset']}` on {BACKENDS[d['backend']]}, {d['dtype']}, batch "
+               f"{d['batch_size']}, {d['num_texts']} texts per length, best of {d['repeats']}")
+    return table(["tokens per text", "sentences/s", "tokens/s"], rows, "rrr") + f"\n\n{caption}."
+
+
+def quantize_and_export(data):
+    (d,) = data
+    rows = []
+    for fmt, r in d["results"].items():
+        fid = r["fidelity"]
+        sizes = list(fid)  # the Matryoshka sizes, largest first
+        top = fid[sizes[0]]
+        cosine = ("1" if fmt == "float32"
+                  else f"{top['cosine_mean']:.5f} / {top['cosine_min']:.5f}")
+        agreement = " / ".join(f"{fid[s]['top10_overlap']:.3f}" for s in sizes)
+        rows.append([fmt, f"{r['weights_bytes'] / 1e6:.2f} MB",
+                     f"{r['model_memory_bytes'] / 2**20:,.0f} MiB",
+                     f"{r['sentences_per_s']:.1f}", cosine, agreement])
+    sizes = list(next(iter(d["results"].values()))["fidelity"])
+    header = ["format", "weights on disk", "model memory", "sentences/s",
+              f"cosine to float32 @{sizes[0]} (mean / min)",
+              "top-10 agreement " + " / ".join(f"@{s}" for s in sizes)]
+    caption = (f"`{d['preset']}` on {BACKENDS[d['backend']]}, {d['queries']} queries and "
+               f"{d['documents']} documents of the sample corpus, batch {d['batch_size']}")
+    return table(header, rows, "lrrrll") + f"\n\n{caption}."
+
+
+def qat_vs_ptq(data):
+    (d,) = data
+    rows = []
+    for backend, r in d["results"].items():
+        ratio = (r["qat"] - r["float"]) / (r["ptq"] - r["float"])
+        rows.append([BACKENDS[backend], num(r["before"]), num(r["float"]), num(r["ptq"]),
+                     num(r["qat"]), f"{ratio:.2f}"])
+    return table(["backend", "before finetuning", "finetuned, float", "PTQ", "QAT",
+                  "QAT's gap to float / PTQ's"], rows, "lrrrrr")
+
+
+# name: (JSON files in docs/results/, function of their contents -> markdown)
+TABLES = {
+    "inference_speed": (["inference_speed.json"], inference_speed),
+    "inference_speedup": (["inference_speed.json"], inference_speedup),
+    "inference_memory": (["inference_memory.json", "inference_memory_torch.json"],
+                         inference_memory),
+    "quantized_full_size": (["inference_memory.json", "inference_memory_torch.json"],
+                            quantized_full_size),
+    "train_speed": (["train_speed.json"], train_speed),
+    "memory_soak": (["memory_soak.json"], memory_soak),
+    "bundled_model": (["bundled_model.json"], bundled_model),
+    "bundled_model_speed": (["bundled_model_speed.json"], bundled_model_speed),
+    "quantize_and_export": (["quantize_and_export.json"], quantize_and_export),
+    "qat_vs_ptq": (["qat_vs_ptq.json"], qat_vs_ptq),
+}
+
+
+# --- Driver -------------------------------------------------------------------
+
+
+def render_block(name, doc_dir):
+    files, function = TABLES[name]
+    data = [load(f) for f in files]
+    lines = "\n\n".join(provenance_line(f, d, doc_dir) for f, d in zip(files, data))
+    return f"{function(data)}\n\n{lines}\n"
+
+
+def documents():
+    paths = [os.path.join(ROOT, "README.md")]
+    paths += sorted(os.path.join(DOCS, n) for n in os.listdir(DOCS) if n.endswith(".md"))
+    return [p for p in paths if os.path.exists(p)]
+
+
+def render_text(text, doc_dir):
+    """(new text, names of the tables whose body changed, tables that cannot be
+    rendered: an unknown name, or a JSON file missing or without a field)."""
+    stale, unknown = [], []
+
+    def replace(match):
+        name = match.group("name")
+        if name not in TABLES:
+            unknown.append(name)
+            return match.group(0)
+        try:
+            body = render_block(name, doc_dir)
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            unknown.append(f"{name} ({type(error).__name__}: {error})")
+            return match.group(0)
+        if body != match.group("body"):
+            stale.append(name)
+        return match.group("open") + body + match.group("close")
+
+    return MARKERS.sub(replace, text), stale, unknown
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--check", action="store_true",
+                        help="change nothing; exit 1 if any table differs from its JSON")
+    args = parser.parse_args(argv)
+    problems = []
+    for path in documents():
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        new, stale, unknown = render_text(text, os.path.dirname(path))
+        rel = os.path.relpath(path, ROOT)
+        problems += [f"{rel}: cannot render table {name}" for name in unknown]
+        if args.check:
+            problems += [f"{rel}: table {name!r} is stale" for name in stale]
+        elif new != text:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(new)
+            print(f"rendered {rel}: {', '.join(stale)}")
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        if args.check:
+            print("run `python docs/render.py` to bring the tables up to date", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
