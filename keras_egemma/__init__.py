@@ -4,7 +4,7 @@ from keras_egemma import export
 from keras_egemma import layers
 from keras_egemma import losses
 from keras_egemma import training
-from keras_egemma.convert.safetensors_file import CheckpointError
+from keras_egemma.io.errors import CheckpointError
 from keras_egemma.models.backbone import EmbeddingGemmaBackbone
 from keras_egemma.models.embedding_gemma import EmbeddingGemma
 from keras_egemma.models.preprocessor import EmbeddingGemmaPreprocessor

@@ -7,9 +7,9 @@ import pytest
 from keras.src.backend.common.variables import Variable
 
 import keras_egemma as eg
-from keras_egemma.convert.deferred_variables import deferred_variables
-from keras_egemma.convert.mapped_weights import aligned_empty
-from keras_egemma.convert.mapped_weights import zero_copy_weight_files
+from keras_egemma.io.deferred_variables import deferred_variables
+from keras_egemma.io.mapped_weights import aligned_empty
+from keras_egemma.io.mapped_weights import zero_copy_weight_files
 from keras_egemma.presets import PRESETS
 
 TEXTS = ["Which planet is known as the Red Planet?", "Venus is the hottest planet."]

@@ -14,9 +14,7 @@ from safetensors.numpy import load_file
 from safetensors.numpy import save_file
 
 import keras_egemma as eg
-from keras_egemma.convert.initialization import embedding_gemma_from_decoder
-from keras_egemma.convert.initialization import embedding_gemma_from_t5gemma
-from keras_egemma.convert.safetensors_file import CheckpointError
+from keras_egemma.io.errors import CheckpointError
 
 # One batch shape for every test (JAX compiles each op once per shape). The
 # first text is long enough for the sliding windows to bind and holds
@@ -102,7 +100,7 @@ def test_text_model_folder(tmp_path, spm_path):
         str(tmp_path / "text_model"), spm_path=spm_path, architecture="text_model",
         num_layers=2, seed=5,
     )
-    model = embedding_gemma_from_decoder(folder, projection_units=(), pooling="first")
+    model = eg.EmbeddingGemma.from_decoder(folder, projection_units=(), pooling="first")
     token_ids, padding_mask = _token_batch(model)
     expected = rc.gemma3_bidirectional_hidden_states(folder, token_ids, padding_mask)
     _assert_states_close(model, token_ids, padding_mask, expected)
@@ -126,14 +124,14 @@ def test_multimodal_gemma3_folder(tmp_path, decoder_dir, decoder_model):
     save_file(tensors, str(folder / "model.safetensors"))
     shutil.copyfile(os.path.join(decoder_dir, "tokenizer.model"), folder / "tokenizer.model")
 
-    model = embedding_gemma_from_decoder(str(folder))
+    model = eg.EmbeddingGemma.from_decoder(str(folder))
     for ours, reference in zip(model.backbone.weights, decoder_model.backbone.weights):
         np.testing.assert_array_equal(ours.numpy(), reference.numpy())
 
 
 def test_new_head_is_seeded_and_window_can_be_overridden(decoder_dir, decoder_model):
-    same = embedding_gemma_from_decoder(decoder_dir, seed=0, sliding_window=14)
-    other = embedding_gemma_from_decoder(decoder_dir, seed=1)
+    same = eg.EmbeddingGemma.from_decoder(decoder_dir, seed=0, sliding_window=14)
+    other = eg.EmbeddingGemma.from_decoder(decoder_dir, seed=1)
     assert same.backbone.sliding_window == 14
     head = [w.numpy() for w in decoder_model.projection_head.weights]
     for a, b in zip(head, [w.numpy() for w in same.projection_head.weights]):
@@ -158,22 +156,22 @@ def test_new_head_is_seeded_and_window_can_be_overridden(decoder_dir, decoder_mo
 def test_rope_scaling_is_refused(tmp_path, decoder_dir, rope):
     folder = _copy_config_only(decoder_dir, str(tmp_path / "scaled"), lambda c: c.update(rope))
     with pytest.raises(CheckpointError, match="scales RoPE.*linear.*cannot represent"):
-        embedding_gemma_from_decoder(folder)
+        eg.EmbeddingGemma.from_decoder(folder)
 
 
 def test_decoder_errors(tmp_path, decoder_dir):
     t5 = _copy_config_only(
         decoder_dir, str(tmp_path / "t5"), lambda c: c.update(model_type="t5gemma2")
     )
-    with pytest.raises(CheckpointError, match="embedding_gemma_from_t5gemma"):
-        embedding_gemma_from_decoder(t5)
+    with pytest.raises(CheckpointError, match="EmbeddingGemma.from_t5gemma"):
+        eg.EmbeddingGemma.from_decoder(t5)
     capped = _copy_config_only(
         decoder_dir, str(tmp_path / "capped"), lambda c: c.update(attn_logit_softcapping=50.0)
     )
     with pytest.raises(CheckpointError, match="attn_logit_softcapping"):
-        embedding_gemma_from_decoder(capped)
+        eg.EmbeddingGemma.from_decoder(capped)
     with pytest.raises(ValueError, match="sliding_window"):
-        embedding_gemma_from_decoder(decoder_dir, sliding_window=0)
+        eg.EmbeddingGemma.from_decoder(decoder_dir, sliding_window=0)
 
 
 # --- Decoder-only Gemma 3 (KerasHub preset) ----------------------------------
@@ -190,7 +188,7 @@ def keras_hub_decoder(tmp_path_factory, spm_path):
 
 
 def test_keras_hub_decoder_becomes_the_bidirectional_network(keras_hub_decoder):
-    model = embedding_gemma_from_decoder(keras_hub_decoder, projection_units=(96, 48))
+    model = eg.EmbeddingGemma.from_decoder(keras_hub_decoder, projection_units=(96, 48))
     token_ids, padding_mask = _token_batch(model)
     expected = rc.keras_hub_bidirectional_hidden_states(keras_hub_decoder, token_ids, padding_mask)
     _assert_states_close(model, token_ids, padding_mask, expected)
@@ -204,7 +202,7 @@ def test_keras_hub_rope_scaling_is_refused(tmp_path, keras_hub_decoder):
 
     folder = _copy_config_only(keras_hub_decoder, str(tmp_path / "scaled"), scale)
     with pytest.raises(CheckpointError, match="global_rope_scaling_factor=8.0"):
-        embedding_gemma_from_decoder(folder)
+        eg.EmbeddingGemma.from_decoder(folder)
 
 
 # --- T5Gemma ----------------------------------------------------------------
@@ -234,9 +232,9 @@ def test_t5gemma_v1_is_refused_with_the_reason(tmp_path):
 
     T5GemmaConfig().save_pretrained(str(tmp_path))
     with pytest.raises(CheckpointError, match="Gemma 2.*query/key RMSNorm.*soft-capped at 50.0"):
-        embedding_gemma_from_t5gemma(str(tmp_path))
+        eg.EmbeddingGemma.from_t5gemma(str(tmp_path))
 
 
 def test_t5gemma_errors(tmp_path, decoder_dir):
-    with pytest.raises(CheckpointError, match="embedding_gemma_from_decoder"):
-        embedding_gemma_from_t5gemma(decoder_dir)
+    with pytest.raises(CheckpointError, match="EmbeddingGemma.from_decoder"):
+        eg.EmbeddingGemma.from_t5gemma(decoder_dir)

@@ -49,7 +49,7 @@ def test_config_and_prompts(loaded):
 
 
 def test_kaggle_handle_uses_the_same_converter(monkeypatch, keras_hub_pair):
-    from keras_egemma.convert import loading
+    from keras_egemma.io import preset_loading as loading
 
     seen = []
     monkeypatch.setattr(loading, "download_kaggle", lambda h: seen.append(h) or keras_hub_pair[0])

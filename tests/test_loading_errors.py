@@ -10,7 +10,7 @@ import pytest
 import reference_checkpoints as rc
 
 import keras_egemma as eg
-from keras_egemma.convert import loading
+from keras_egemma.io import preset_loading as loading
 
 TEXTS = ["Which planet is known as the Red Planet?", "café 東京 🚀 12345   spaces"]
 

@@ -15,7 +15,7 @@ import pytest
 from keras.src import quantizers
 
 import keras_egemma as eg
-from keras_egemma.convert.packed_int4 import int4_weights_left_packed
+from keras_egemma.io.packed_int4 import int4_weights_left_packed
 
 TEXTS = ["Mars is the red planet.", "A man plays a guitar on stage."]
 

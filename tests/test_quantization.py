@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import keras_egemma as eg
-from keras_egemma.convert.safetensors_file import CheckpointError
+from keras_egemma.io.errors import CheckpointError
 from keras_egemma.presets import PRESETS
 
 TEXTS = [

@@ -122,7 +122,7 @@ def test_large_tensors_are_saved_page_aligned_and_mapped_when_loaded(tmp_path, m
     model embeds exactly as before."""
     import h5py
 
-    from keras_egemma.convert import mapped_weights
+    from keras_egemma.io import mapped_weights
 
     monkeypatch.setattr(mapped_weights, "MAPPED_MIN_BYTES", 4096)
     model = eg.EmbeddingGemma.from_preset("embeddinggemma_tiny")

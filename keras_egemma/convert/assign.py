@@ -1,6 +1,6 @@
 import numpy as np
 
-from keras_egemma.convert.safetensors_file import CheckpointError
+from keras_egemma.io.errors import CheckpointError
 
 
 def assign_weight(variable, value, source):

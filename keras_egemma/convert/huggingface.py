@@ -16,11 +16,11 @@ import os
 
 from keras_egemma.convert.assign import assign_weight
 from keras_egemma.convert.safetensors_file import SHARD_INDEX_SUFFIX
-from keras_egemma.convert.safetensors_file import CheckpointError
 from keras_egemma.convert.safetensors_file import SafetensorsFile
 from keras_egemma.convert.safetensors_file import ShardedSafetensors
-from keras_egemma.convert.safetensors_file import check_vocabulary_fits
 from keras_egemma.convert.tokenizer_json import spm_proto_from_tokenizer_json
+from keras_egemma.io.errors import CheckpointError
+from keras_egemma.io.errors import check_vocabulary_fits
 from keras_egemma.models.backbone import FULL
 from keras_egemma.models.backbone import SLIDING
 from keras_egemma.models.backbone import EmbeddingGemmaBackbone

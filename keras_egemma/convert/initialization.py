@@ -3,10 +3,10 @@
 The two initialisations of the paper's Table 2, before any embedding
 training:
 
-- `embedding_gemma_from_decoder`: a decoder-only Gemma 3 (a Hugging Face
+- `EmbeddingGemma.from_decoder`: a decoder-only Gemma 3 (a Hugging Face
   `Gemma3ForCausalLM` / `Gemma3TextModel` / multimodal `gemma3` folder, or a
   KerasHub `Gemma3Backbone` preset), its attention made bidirectional.
-- `embedding_gemma_from_t5gemma`: the text encoder of a Hugging Face
+- `EmbeddingGemma.from_t5gemma`: the text encoder of a Hugging Face
   T5Gemma 2 encoder-decoder (the paper's recipe: Gemma 3 adapted to an
   encoder-decoder, then its encoder kept).
 
@@ -58,12 +58,11 @@ from keras_egemma.convert.keras_hub_preset import KERAS_HUB_CLASS
 from keras_egemma.convert.keras_hub_preset import VOCABULARY_PATH
 from keras_egemma.convert.keras_hub_preset import backbone_kwargs_from_keras_hub
 from keras_egemma.convert.keras_hub_preset import backbone_weight_pairs
-from keras_egemma.convert.loading import resolve_directory
-from keras_egemma.convert.safetensors_file import CheckpointError
+from keras_egemma.io.errors import CheckpointError
+from keras_egemma.io.preset_loading import resolve_directory
 from keras_egemma.layers.poolers import POOLERS
 from keras_egemma.models.backbone import EmbeddingGemmaBackbone
 from keras_egemma.models.dtypes import check_dtype
-from keras_egemma.models.embedding_gemma import EmbeddingGemma
 from keras_egemma.models.preprocessor import EmbeddingGemmaPreprocessor
 from keras_egemma.models.tokenizer import EmbeddingGemmaTokenizer
 
@@ -86,6 +85,7 @@ _T5GEMMA2_RENAMES = (
 
 
 def embedding_gemma_from_decoder(
+    model_class,
     source,
     *,
     projection_units=(3072, 768),
@@ -104,6 +104,8 @@ def embedding_gemma_from_decoder(
     is the checkpoint's; the prompts are the model card's.
 
     Args:
+        model_class: the class to build, `EmbeddingGemma` or a subclass
+            (`EmbeddingGemma.from_decoder` passes its own).
         source: a folder (or `hf://` / `kaggle://` handle) holding either a
             Hugging Face checkpoint (`config.json` with model_type
             `"gemma3_text"` -- `Gemma3ForCausalLM` or `Gemma3TextModel` --
@@ -134,7 +136,7 @@ def embedding_gemma_from_decoder(
 
     Example:
     ```python
-    model = embedding_gemma_from_decoder("gemma-3-270m/", seed=0)
+    model = embedding_gemma_from_decoder(EmbeddingGemma, "gemma-3-270m/", seed=0)
     model.compile()
     model.fit(pairs, batch_size=32)   # then train as in the paper
     q = model.encode_query(["Which planet is known as the Red Planet?"])
@@ -154,6 +156,7 @@ def embedding_gemma_from_decoder(
             f"{config.get('registered_name')!r})."
         )
     return _assemble(
+        model_class,
         *parts,
         projection_units=projection_units,
         pooling=pooling,
@@ -165,6 +168,7 @@ def embedding_gemma_from_decoder(
 
 
 def embedding_gemma_from_t5gemma(
+    model_class,
     source,
     *,
     projection_units=(3072, 768),
@@ -192,11 +196,13 @@ def embedding_gemma_from_t5gemma(
     (50 by default) -- which the Gemma 3 backbone cannot represent.
 
     Args:
+        model_class: the class to build (`EmbeddingGemma.from_t5gemma`
+            passes its own).
         source: a folder (or `hf://` handle) with `config.json`, safetensors
             weights (sharded or not) and `tokenizer.model` or
             `tokenizer.json`.
         projection_units, pooling, sequence_length, dtype, seed: as in
-            `embedding_gemma_from_decoder`.
+            `EmbeddingGemma.from_decoder`.
         sliding_window: the sliding layers' window in EmbeddingGemma's
             convention. Defaults to the encoder's number; see the module
             docstring for the mapping.
@@ -210,7 +216,7 @@ def embedding_gemma_from_t5gemma(
 
     Example:
     ```python
-    model = embedding_gemma_from_t5gemma("t5gemma-2-270m-270m/", seed=0)
+    model = embedding_gemma_from_t5gemma(EmbeddingGemma, "t5gemma-2-270m-270m/", seed=0)
     model.encode_document(["Mars is the red planet."]).shape   # (1, 768)
     ```
     """
@@ -231,7 +237,7 @@ def embedding_gemma_from_t5gemma(
         raise CheckpointError(
             f"{directory}/config.json has model_type {model_type!r}; expected "
             "'t5gemma2' (a T5Gemma 2 encoder-decoder) or 't5gemma2_encoder'. "
-            "For a decoder-only Gemma 3 use `embedding_gemma_from_decoder`."
+            "For a decoder-only Gemma 3 use `EmbeddingGemma.from_decoder`."
         )
     text_config = encoder.get("text_config")
     where = f"{directory}/config.json (encoder text_config)"
@@ -256,6 +262,7 @@ def embedding_gemma_from_t5gemma(
         load_backbone_weights(backbone, encoder_weights)
 
     return _assemble(
+        model_class,
         backbone_kwargs,
         load,
         read_tokenizer_proto(directory),
@@ -285,7 +292,7 @@ def _huggingface_decoder(directory, config):
     elif model_type in ("t5gemma", "t5gemma2", "t5gemma2_encoder"):
         raise CheckpointError(
             f"{where} is a T5Gemma encoder-decoder; use "
-            "`embedding_gemma_from_t5gemma` for it."
+            "`EmbeddingGemma.from_t5gemma` for it."
         )
     elif model_type != "gemma3_text":
         raise CheckpointError(
@@ -344,6 +351,7 @@ def _keras_hub_decoder(directory, config):
 
 
 def _assemble(
+    model_class,
     backbone_kwargs,
     load_weights,
     proto,
@@ -355,7 +363,8 @@ def _assemble(
     dtype,
     seed,
 ):
-    """Backbone with the source's weights + new head -> `EmbeddingGemma`."""
+    """Backbone with the source's weights + new head -> a `model_class`
+    (`EmbeddingGemma` or a subclass)."""
     if sliding_window is not None:
         backbone_kwargs = {**backbone_kwargs, "sliding_window": sliding_window}
     tokenizer = EmbeddingGemmaTokenizer(proto=proto)
@@ -369,7 +378,7 @@ def _assemble(
     load_weights(backbone)
     preprocessor = EmbeddingGemmaPreprocessor(tokenizer, sequence_length=sequence_length)
     with _initializer_seed(seed):
-        return EmbeddingGemma(
+        return model_class(
             backbone=backbone,
             preprocessor=preprocessor,
             pooling=pooling,
@@ -469,7 +478,7 @@ def _t5gemma_v1_message(directory, config):
         + ". EmbeddingGemmaBackbone is a Gemma 3 network (QK-norm, no "
         "soft-capping) and cannot represent it. Use a T5Gemma 2 checkpoint "
         "(model_type 't5gemma2', e.g. google/t5gemma-2-270m-270m), whose encoder "
-        "is Gemma 3, or `embedding_gemma_from_decoder` with a Gemma 3 decoder."
+        "is Gemma 3, or `EmbeddingGemma.from_decoder` with a Gemma 3 decoder."
     )
 
 

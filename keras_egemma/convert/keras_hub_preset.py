@@ -12,8 +12,8 @@ import os
 
 from keras_egemma.convert.assign import assign_weight
 from keras_egemma.convert.huggingface import read_json
-from keras_egemma.convert.safetensors_file import CheckpointError
-from keras_egemma.convert.safetensors_file import check_vocabulary_fits
+from keras_egemma.io.errors import CheckpointError
+from keras_egemma.io.errors import check_vocabulary_fits
 from keras_egemma.models.backbone import FULL
 from keras_egemma.models.backbone import SLIDING
 from keras_egemma.models.backbone import EmbeddingGemmaBackbone

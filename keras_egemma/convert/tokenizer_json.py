@@ -12,7 +12,7 @@ import re
 
 from sentencepiece import sentencepiece_model_pb2 as spm_pb2
 
-from keras_egemma.convert.safetensors_file import CheckpointError
+from keras_egemma.io.errors import CheckpointError
 
 _BYTE_PIECE = re.compile(r"^<0x[0-9A-Fa-f]{2}>$")
 

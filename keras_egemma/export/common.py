@@ -5,6 +5,7 @@ import numpy as np
 
 from keras_egemma.layers.matryoshka import MatryoshkaTruncation
 from keras_egemma.layers.matryoshka import matryoshka_truncate
+from keras_egemma.models.embedding_gemma import EmbeddingGemma
 from keras_egemma.models.preprocessor import check_texts
 
 INPUT_NAMES = ("token_ids", "padding_mask")
@@ -19,8 +20,6 @@ SWITCH_BACKEND = (
 
 def check_model(model):
     """Refuses anything but a built `EmbeddingGemma`-like Keras model."""
-    from keras_egemma.models.embedding_gemma import EmbeddingGemma
-
     if not isinstance(model, EmbeddingGemma):
         raise TypeError(
             "Export takes a `keras_egemma.EmbeddingGemma` model, got "

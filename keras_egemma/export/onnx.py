@@ -5,6 +5,7 @@ import importlib.util
 
 import keras
 
+from keras_egemma import _keras_compat
 from keras_egemma.export.common import check_dim
 from keras_egemma.export.common import check_length
 from keras_egemma.export.common import check_model
@@ -75,7 +76,12 @@ def export_onnx(
             f"ONNX export from the {backend} backend needs `pip install {packages}` "
             "(or `pip install keras-egemma[export]`)."
         )
-    with _jax2onnx_arange_fix() if backend == "jax" else contextlib.nullcontext():
+    arange_fix = (
+        _keras_compat.jax_arange_with_explicit_start()
+        if backend == "jax"
+        else contextlib.nullcontext()
+    )
+    with arange_fix:
         embedding_model(model, dim).export(
             str(path),
             format="onnx",
@@ -85,26 +91,3 @@ def export_onnx(
         )
 
 
-@contextlib.contextmanager
-def _jax2onnx_arange_fix():
-    """Keras' JAX `arange(n)` calls `jnp.arange(n, None, ...)`.
-
-    jax2onnx (0.17) replaces `jnp.arange` while tracing and reads that
-    explicit `None` stop as a value, failing on the rotary embedding's and
-    attention's `ops.arange(length)`. For the export only, a stop-only call
-    is passed on as `arange(0, n, 1)`, which is the same range.
-    """
-    from keras.src.backend.jax import numpy as jax_numpy
-
-    original = jax_numpy.arange
-
-    def arange(start, stop=None, step=None, dtype=None):
-        if stop is None and step is None:
-            return original(0, start, 1, dtype=dtype)
-        return original(start, stop, step, dtype=dtype)
-
-    jax_numpy.arange = arange
-    try:
-        yield
-    finally:
-        jax_numpy.arange = original

@@ -182,9 +182,7 @@ class EmbeddingGemmaBackbone(Backbone):
     def call(self, inputs, training=None, mask=None):
         # Layer by layer, not through Keras' functional graph runner: that
         # keeps every block's output until the whole graph has run, which in
-        # eager PyTorch holds all 24 activations at once (int4 published
-        # model, load + embed 32 x 128 tokens: 0.84 -> 0.46 GiB above the
-        # process, benchmarks/inference_speed.py).
+        # eager PyTorch holds all the blocks' activations at once.
         return self._encode(inputs["token_ids"], inputs["padding_mask"], training=training)
 
     def get_config(self):

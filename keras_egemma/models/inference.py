@@ -19,12 +19,10 @@ import ctypes
 import keras
 import numpy as np
 
-# XLA:CPU options for the forward pass, measured on the published
-# configuration (2-core Zen 4, 32 x 128 tokens): the memory-optimised
-# scheduler stops it from materialising all 48 transposed attention kernels
-# at once (temporaries 224 -> 120 MiB), and leaving the elementwise work to
-# XLA's own fusions rather than YNNPACK's saves the broadcast operands
-# those take (-> 66 MiB) and is 20% faster (6.2 -> 4.9 s per batch).
+# XLA:CPU options for the forward pass: the memory-optimised scheduler stops
+# it from materialising every transposed attention kernel at once, and XLA's
+# own elementwise fusions (rather than YNNPACK's) skip the broadcast operands
+# those take, and run faster (docs/performance.md).
 CPU_COMPILER_OPTIONS = {
     "xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED",
     "xla_cpu_experimental_ynn_fusion_type": "",
@@ -36,8 +34,8 @@ def release_freed_memory():
     system (glibc's `malloc_trim`); does nothing on other C libraries.
 
     XLA compiles on the calling thread and runs on its own thread pool, whose
-    allocations come from other malloc arenas: the ~80 MiB the compiler frees
-    stays in the process, and the first run's buffers come on top of it.
+    allocations come from other malloc arenas: what the compiler frees would
+    stay in the process, and the first run's buffers come on top of it.
     """
     try:
         trim = ctypes.CDLL(None).malloc_trim

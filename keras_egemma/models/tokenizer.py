@@ -1,6 +1,8 @@
 import keras
 from keras_hub.tokenizers import SentencePieceTokenizer
 
+from keras_egemma import _keras_compat
+
 
 @keras.saving.register_keras_serializable(package="keras_egemma")
 class EmbeddingGemmaTokenizer(SentencePieceTokenizer):
@@ -24,10 +26,13 @@ class EmbeddingGemmaTokenizer(SentencePieceTokenizer):
     """
 
     def __init__(self, proto=None, **kwargs):
-        self._add_special_token("<bos>", "start_token")
-        self._add_special_token("<eos>", "end_token")
-        self._add_special_token("<pad>", "pad_token")
-        self._add_special_token("<unk>", "unk_token")
+        for token, attribute in (
+            ("<bos>", "start_token"),
+            ("<eos>", "end_token"),
+            ("<pad>", "pad_token"),
+            ("<unk>", "unk_token"),
+        ):
+            _keras_compat.add_special_token(self, token, attribute)
         super().__init__(proto=proto, **kwargs)
 
     def _tokenize_tf(self, inputs):
@@ -44,12 +49,9 @@ class EmbeddingGemmaTokenizer(SentencePieceTokenizer):
         # that graph's function instead.
         import tensorflow_text as tf_text
 
-        eager = self._sentence_piece
-        self._sentence_piece = tf_text.SentencepieceTokenizer(
+        in_graph = tf_text.SentencepieceTokenizer(
             model=self.proto, out_type=self.compute_dtype, add_bos=self.add_bos,
             add_eos=self.add_eos,
         )
-        try:
+        with _keras_compat.sentencepiece_op(self, in_graph):
             return super()._tokenize_tf(inputs)
-        finally:
-            self._sentence_piece = eager

@@ -4,7 +4,7 @@ estimator, on the exact grids `EmbeddingGemma.quantize` uses.
 For each layer of the recipe (`weight_quantization.quantization_plan`), the
 layer's forward is replaced, on the instance, by one that computes with
 `dequantize(quantize(w))` instead of `w`, mirroring Keras' own quantizers
-(`keras/src/quantizers/quantizers.py` and the layers' `quantize`):
+(`keras.quantizers` and the layers' `quantize`):
 
 - int8: symmetric abs-max, one scale per output channel (per table row for
   the embedding), `q = clip(round(w * 127 / (max|w| + eps)), -127, 127)`.
@@ -27,6 +27,7 @@ the model's weights: saving a model during QAT saves a float model.
 import keras
 from keras import ops
 
+from keras_egemma import _keras_compat
 from keras_egemma.quantization.weight_quantization import check_quantization_arguments
 from keras_egemma.quantization.weight_quantization import quantizable_layers
 from keras_egemma.quantization.weight_quantization import quantization_plan
@@ -188,14 +189,12 @@ def enable_fake_quantization(model, mode, block_size):
         layer_block = None if config is None else config.block_size
         if layer_block == -1:
             layer_block = None
-        # An instance attribute shadows the class's `call`; Keras' `__call__`
-        # (and the functional backbone) look `call` up on the instance.
-        layer.__dict__["call"] = _fake_quantized_call(layer, layer_mode, layer_block)
+        _keras_compat.set_layer_call(layer, _fake_quantized_call(layer, layer_mode, layer_block))
     return {"mode": mode, "block_size": block_size if mode == "int4" else None}
 
 
 def disable_fake_quantization(model):
     """Restores the layers' own float forward."""
     for layer in quantizable_layers(model):
-        if getattr(layer.__dict__.get("call"), _MARK, False):
-            del layer.__dict__["call"]
+        if getattr(_keras_compat.instance_layer_call(layer), _MARK, False):
+            _keras_compat.reset_layer_call(layer)

@@ -12,6 +12,9 @@ import gc
 import keras
 from keras.quantizers import Int4QuantizationConfig
 
+from keras_egemma import _keras_compat
+from keras_egemma.io.errors import CheckpointError
+
 MODES = ("int8", "int4", "mixed")
 # Bumped when a preset needs a newer library to be read; loading refuses
 # presets whose version is higher than this.
@@ -47,7 +50,9 @@ def quantizable_layers(model):
     token embedding table included: two thirds of the parameters). The
     preprocessor and the pooler are left as they are."""
     layers = [
-        layer for layer in model.backbone._flatten_layers() if isinstance(layer, _QUANTIZABLE)
+        layer
+        for layer in _keras_compat.sublayers(model.backbone)
+        if isinstance(layer, _QUANTIZABLE)
     ]
     return layers + list(model.projection_head.dense_layers)
 
@@ -125,8 +130,6 @@ def check_saved_quantization(quantization, source):
     """Refuses a saved recipe this library cannot rebuild."""
     if quantization is None:
         return
-    from keras_egemma.convert.safetensors_file import CheckpointError
-
     version = quantization.get("format_version", 0) if isinstance(quantization, dict) else None
     mode = quantization.get("mode") if isinstance(quantization, dict) else None
     if not isinstance(version, int) or version > QUANTIZATION_FORMAT_VERSION or mode not in MODES:

@@ -15,6 +15,8 @@ Each backend computes gradients its own way, so each gets a small
 
 import keras
 
+from keras_egemma import _keras_compat
+
 
 def split_rows(structure, chunk_size):
     """Splits every tensor of a training batch into row chunks."""
@@ -73,8 +75,8 @@ def jax_gradient_cache_train_step(model, state, data, chunk_size):
     trainable, optimizer_variables = model.optimizer.stateless_apply(
         optimizer_variables, grads, trainable
     )
-    logs, metrics_variables = model._update_metrics_variables(
-        metrics_variables, loss, x, y, cached, sample_weight
+    logs, metrics_variables = _keras_compat.update_metrics_variables(
+        model, metrics_variables, loss, x, y, cached, sample_weight
     )
     return logs, (trainable, non_trainable, optimizer_variables, metrics_variables)
 
@@ -94,9 +96,9 @@ def tensorflow_gradient_cache_train_step(model, data, chunk_size):
     )
     with tf.GradientTape() as tape:
         tape.watch(cached)
-        loss = model._compute_loss(x=x, y=y, y_pred=cached, sample_weight=sample_weight)
+        loss = _keras_compat.compute_loss(model, x, y, cached, sample_weight)
     embedding_grads = tape.gradient(loss, cached)
-    model._loss_tracker.update_state(loss, sample_weight=_batch_size(x))
+    _keras_compat.loss_tracker(model).update_state(loss, sample_weight=_batch_size(x))
 
     weights = model.trainable_weights
     grads = [tf.zeros_like(w) for w in weights]
@@ -122,10 +124,10 @@ def torch_gradient_cache_train_step(model, data, chunk_size):
     with torch.no_grad():
         cached = concat_rows([model(c, training=True) for c in chunks])
     cached = keras.tree.map_structure(lambda t: t.detach().requires_grad_(True), cached)
-    loss = model._compute_loss(x=x, y=y, y_pred=cached, sample_weight=sample_weight)
+    loss = _keras_compat.compute_loss(model, x, y, cached, sample_weight)
     leaves = keras.tree.flatten(cached)
     embedding_grads = torch.autograd.grad(loss, leaves)
-    model._loss_tracker.update_state(loss.detach(), sample_weight=_batch_size(x))
+    _keras_compat.loss_tracker(model).update_state(loss.detach(), sample_weight=_batch_size(x))
 
     model.zero_grad()
     offsets = range(0, _batch_size(x), chunk_size)

@@ -3,6 +3,9 @@
 import keras
 import numpy as np
 
+from keras_egemma.models.backbone import EmbeddingGemmaBackbone
+from keras_egemma.models.embedding_gemma import EmbeddingGemma
+
 
 def _flatten(config, prefix=""):
     if isinstance(config, dict):
@@ -40,9 +43,6 @@ def soup(models):
     souped = keras_egemma.soup([run_a, run_b, "./run_c_preset"])
     ```
     """
-    from keras_egemma.models.backbone import EmbeddingGemmaBackbone
-    from keras_egemma.models.embedding_gemma import EmbeddingGemma
-
     models = [
         EmbeddingGemma.from_preset(m) if isinstance(m, str) else m for m in list(models)
     ]

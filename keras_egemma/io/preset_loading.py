@@ -4,21 +4,21 @@ import contextlib
 import difflib
 import json
 import os
-import re
 
 import h5py
 
-from keras_egemma.convert.deferred_variables import adopts_file_buffers
-from keras_egemma.convert.deferred_variables import deferred_variables
-from keras_egemma.convert.deferred_variables import unassigned
+from keras_egemma import _keras_compat
 from keras_egemma.convert.huggingface import load_huggingface_checkpoint
 from keras_egemma.convert.huggingface import read_json
 from keras_egemma.convert.keras_hub_preset import KERAS_HUB_CLASS
 from keras_egemma.convert.keras_hub_preset import load_keras_hub_preset
-from keras_egemma.convert.mapped_weights import zero_copy_weight_files
-from keras_egemma.convert.packed_int4 import int4_weights_left_packed
-from keras_egemma.convert.safetensors_file import CheckpointError
-from keras_egemma.convert.safetensors_file import check_vocabulary_fits
+from keras_egemma.io.deferred_variables import adopts_file_buffers
+from keras_egemma.io.deferred_variables import deferred_variables
+from keras_egemma.io.deferred_variables import unassigned
+from keras_egemma.io.errors import CheckpointError
+from keras_egemma.io.errors import check_vocabulary_fits
+from keras_egemma.io.mapped_weights import zero_copy_weight_files
+from keras_egemma.io.packed_int4 import int4_weights_left_packed
 from keras_egemma.presets import PRESETS
 
 # Files fetched from a Hugging Face repository: configs, safetensors and the
@@ -100,23 +100,15 @@ def detect_format(directory):
     )
 
 
-# Keras names the variable and both shapes when a weights file does not fit
-# (torch prints the file's shape as `torch.Size([a, b])`).
-_SHAPE_ERROR = re.compile(
-    r"variable\.shape=\(([^)]*)\), Received: value\.shape=(?:torch\.Size\(\[|\()"
-    r"([^)\]]*)[)\]]+\. Target variable: <Variable path=([^,]+),"
-)
-
-
 def _load_weights_file(load, path):
     """Runs `load(path)`, turning Keras's errors into one naming the tensor."""
     try:
         load(path)
     except ValueError as e:
-        match = _SHAPE_ERROR.search(str(e))
+        mismatch = _keras_compat.weights_shape_mismatch(e)
         detail = (
-            f"variable {match[3]} needs shape ({match[1]}) but the file holds ({match[2]})"
-            if match
+            "variable {} needs shape ({}) but the file holds ({})".format(*mismatch)
+            if mismatch
             else str(e).splitlines()[0]
         )
         raise CheckpointError(

@@ -2,11 +2,10 @@
 first filling every variable with random values.
 
 Keras initialises each variable when it is created: for the published model
-that is 1.15 GiB of random numbers (two thirds of a 24 s load), all
-overwritten by the file a moment later, and a second full-size buffer alive
-while each value is replaced. Here the model is built with its variables'
-initialisation deferred (Keras' `StatelessScope(initialize_variables=False)`),
-and each variable gets its memory only when the file's value arrives:
+that is the whole model's size in random numbers, all overwritten by the
+file a moment later, and a second full-size buffer alive while each value is replaced.
+Here the model is built with its variables' initialisation deferred, and
+each variable gets its memory only when the file's value arrives:
 
 - JAX: the value read from the file becomes the variable's buffer (no copy
   on CPU when the array is 64-byte aligned: `mapped_weights`), so loading
@@ -21,9 +20,8 @@ and each variable gets its memory only when the file's value arrives:
 import contextlib
 
 import keras
-from keras.src.backend.common import global_state
 
-_PENDING = "uninitialized_variables"
+from keras_egemma import _keras_compat
 
 
 def _allocate(variable):
@@ -35,13 +33,13 @@ def _allocate(variable):
         value = torch.empty(variable.shape, dtype=getattr(torch, variable.dtype))
     else:
         value = keras.ops.zeros(variable.shape, dtype=variable.dtype)
-    variable._initialize(value)
+    _keras_compat.give_variable_value(variable, value)
 
 
 def adopts_file_buffers():
     """True where a deferred variable takes the array read from the file as
-    its buffer: JAX, unless a distribution is active (`_initialize` is where
-    a JAX variable gets its layout over the devices)."""
+    its buffer: JAX, unless a distribution is active (giving a JAX variable
+    its first value is where it gets its layout over the devices)."""
     return keras.backend.backend() == "jax" and keras.distribution.distribution() is None
 
 
@@ -62,23 +60,13 @@ def deferred_variables():
     model.load_weights("model.weights.h5")
     ```
     """
-    already = list(global_state.get_global_attribute(_PENDING, []) or [])
-    pending = []
-    with keras.StatelessScope(initialize_variables=False):
+    with _keras_compat.variables_created_uninitialized() as pending:
         yield pending
-    created = global_state.get_global_attribute(_PENDING, []) or []
-    known = {id(v) for v in already}
-    pending.extend(v for v in created if id(v) not in known)
-    # These are no longer Keras' to initialise: a later
-    # `initialize_all_variables` would overwrite loaded weights.
-    global_state.set_global_attribute(_PENDING, already)
-    allocate = not adopts_file_buffers()
-    for variable in pending:
-        variable._initializer = None
-        if allocate:
+    if not adopts_file_buffers():
+        for variable in pending:
             _allocate(variable)
 
 
 def unassigned(variables):
     """The paths of deferred variables that never received a value."""
-    return [v.path for v in variables if v._value is None]
+    return [v.path for v in variables if not _keras_compat.variable_has_value(v)]

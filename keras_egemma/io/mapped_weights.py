@@ -4,11 +4,10 @@ without copying, and maps the largest from the file
 
 JAX on CPU takes a numpy array as a variable's buffer without copying it
 only when the array starts on a 64-byte boundary. numpy's large arrays start
-16 bytes into their memory, so every tensor Keras read from a weights file
-was copied once more on its way into a variable: for the published model's
-0.75 GiB embedding table a second full-size copy at the load's peak, and,
-as JAX copies asynchronously, a pile of pending source arrays besides (the
-load peaked at 1.7-1.9 GiB above the process for 1.15 GiB of weights).
+16 bytes into their memory, so a tensor read as Keras reads it is copied
+once more on its way into a variable: for the published model's embedding
+table, a second full-size copy at the load's peak, and, as JAX copies
+asynchronously, a pile of pending source arrays besides.
 
 - Reading: each tensor is read into an aligned array, which the variable
   adopts. A tensor of `MAPPED_MIN_BYTES` or more that the file stores
@@ -28,7 +27,8 @@ import pathlib
 
 import h5py
 import numpy as np
-from keras.src.saving import saving_lib
+
+from keras_egemma import _keras_compat
 
 ALIGNMENT = 64
 PAGE = 4096
@@ -62,7 +62,7 @@ def _mappable_offset(dataset):
     return offset if offset is not None and offset % ALIGNMENT == 0 else None
 
 
-class _ZeroCopyH5IOStore(saving_lib.H5IOStore):
+class _ZeroCopyH5IOStore(_keras_compat.H5IOStore):
     """Keras' `H5IOStore`: aligned (or mapped) reads, page-aligned writes."""
 
     def _get_h5_file(self, path_or_io, mode=None):
@@ -74,7 +74,7 @@ class _ZeroCopyH5IOStore(saving_lib.H5IOStore):
         )
 
     def __getitem__(self, key):
-        dataset = saving_lib.safe_get_h5_dataset(self._h5_entry_group, key)
+        dataset = _keras_compat.h5_dataset(self, key)
         if "dtype" in dataset.attrs or dataset.dtype.kind not in "fiub" or dataset.size == 0:
             # bfloat16 (stored with a dtype attribute), strings, empty: as Keras reads them.
             return super().__getitem__(key)
@@ -101,9 +101,5 @@ def zero_copy_weight_files():
         model.load_weights("model.weights.h5")
     ```
     """
-    original = saving_lib.H5IOStore
-    saving_lib.H5IOStore = _ZeroCopyH5IOStore
-    try:
+    with _keras_compat.weights_store(_ZeroCopyH5IOStore):
         yield
-    finally:
-        saving_lib.H5IOStore = original

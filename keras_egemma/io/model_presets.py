@@ -1,0 +1,114 @@
+"""`EmbeddingGemma`'s preset methods: `from_preset` (every supported layout),
+the decoder / T5Gemma initialisations, and atomic `save_to_preset`."""
+
+from keras_egemma.convert.initialization import embedding_gemma_from_decoder
+from keras_egemma.convert.initialization import embedding_gemma_from_t5gemma
+from keras_egemma.io.atomic_saving import save_atomically
+from keras_egemma.io.mapped_weights import zero_copy_weight_files
+from keras_egemma.io.packed_int4 import int4_weights_left_packed
+from keras_egemma.io.preset_loading import load_embedding_gemma
+from keras_egemma.models.dtypes import check_dtype
+
+
+class PresetMethods:
+    """Loading from and saving to presets; mixed into `EmbeddingGemma` (a
+    KerasHub `TextEmbedder`, whose own preset loading it builds on)."""
+
+    @classmethod
+    def from_preset(cls, preset, load_weights=True, dtype=None, **kwargs):
+        """Loads a model from a name, a directory or a hub handle.
+
+        Resolved automatically:
+        - a registered name (`keras_egemma.presets.list_presets()`), e.g.
+          `"embeddinggemma_300m"` (the published model) or the bundled small
+          `"embeddinggemma_tiny"`;
+        - a preset directory saved by `save_to_preset`;
+        - a Hugging Face / sentence-transformers checkpoint folder
+          (`config.json` + `model.safetensors` + tokenizer + `2_Dense`/`3_Dense`)
+          or an `hf://owner/name` handle;
+        - a KerasHub `Gemma3Backbone(is_embedding_model=True)` preset folder or
+          its `kaggle://...` handle.
+
+        Weights are read from safetensors or `.weights.h5` only; nothing is
+        unpickled.
+
+        Args:
+            preset: name, path or handle.
+            load_weights: `False` builds the architecture with random weights.
+            dtype: `"float32"` (default) or `"bfloat16"`.
+
+        Example:
+        ```python
+        model = EmbeddingGemma.from_preset("hf://google/embeddinggemma-300m")
+        ```
+        """
+        check_dtype(dtype)
+        return load_embedding_gemma(
+            cls, preset, load_weights=load_weights, dtype=dtype, **kwargs
+        )
+
+    @classmethod
+    def from_decoder(cls, source, **kwargs):
+        """A new embedding model initialised from a decoder-only Gemma 3.
+
+        The transformer of a Hugging Face `Gemma3ForCausalLM` /
+        `Gemma3TextModel` folder or a KerasHub `Gemma3Backbone` preset, its
+        attention made bidirectional, with a new pooler and projection head
+        (the "Gemma 3 decoder" initialisation of the paper's Table 2). See
+        `keras_egemma.convert.initialization.embedding_gemma_from_decoder` for
+        the arguments (`projection_units`, `sliding_window`, `seed`, ...).
+
+        Example:
+        ```python
+        model = EmbeddingGemma.from_decoder("./gemma-3-270m", seed=0)
+        ```
+        """
+        return embedding_gemma_from_decoder(cls, source, **kwargs)
+
+    @classmethod
+    def from_t5gemma(cls, source, **kwargs):
+        """A new embedding model from the text encoder of a T5Gemma 2 checkpoint.
+
+        The paper's initialisation (Table 2): Gemma 3 adapted to an
+        encoder-decoder, then its encoder kept. See
+        `keras_egemma.convert.initialization.embedding_gemma_from_t5gemma`.
+
+        Example:
+        ```python
+        model = EmbeddingGemma.from_t5gemma("./t5gemma-2-270m-270m", seed=0)
+        ```
+        """
+        return embedding_gemma_from_t5gemma(cls, source, **kwargs)
+
+    @classmethod
+    def _from_keras_preset(cls, preset, **kwargs):
+        """KerasHub's own preset loading, for presets saved by this library."""
+        return super().from_preset(preset, **kwargs)
+
+    def save_to_preset(self, preset_dir, max_shard_size=10):
+        """Saves the model, its tokenizer and its prompts to a preset folder.
+
+        The files are written to a temporary folder beside `preset_dir` and
+        moved into place once complete, so an interrupted save leaves the old
+        preset (or nothing), never a mix. An existing `preset_dir` is replaced
+        if it is empty or a preset saved by this library; any other existing
+        path raises `ValueError` and is left untouched.
+
+        Args:
+            preset_dir: folder to write.
+            max_shard_size: largest weights file in GB before KerasHub shards.
+
+        Example:
+        ```python
+        model.save_to_preset("./my_embeddinggemma")
+        EmbeddingGemma.from_preset("./my_embeddinggemma")
+        ```
+        """
+        save_preset = super().save_to_preset
+
+        def save(folder):
+            # Large tensors on page boundaries: JAX maps them when loading.
+            with zero_copy_weight_files(), int4_weights_left_packed():
+                save_preset(folder, max_shard_size=max_shard_size)
+
+        save_atomically(save, preset_dir)
