@@ -1,5 +1,7 @@
 """keras_egemma: EmbeddingGemma for Keras 3 on JAX, TensorFlow and PyTorch."""
 
+# First: drops TensorFlow's native log lines while it loads (before Keras does).
+from keras_egemma import _quiet
 from keras_egemma import export
 from keras_egemma import layers
 from keras_egemma import losses

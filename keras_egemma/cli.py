@@ -229,8 +229,11 @@ def _write_embeddings(path, texts, embeddings):
 
 def _load(preset, dtype=None):
     import keras_egemma as eg
+    from keras_egemma import _quiet
 
-    return eg.EmbeddingGemma.from_preset(preset, dtype=dtype)
+    # tensorflow-text's SentencePiece logs a line to stderr as the tokenizer loads.
+    with _quiet.native_logs_dropped():
+        return eg.EmbeddingGemma.from_preset(preset, dtype=dtype)
 
 
 def _check_dim(model, dim):
@@ -370,7 +373,7 @@ def _bench(args, out):
     import time
 
     import keras
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
     for name in ("num-texts", "batch-size", "repeats"):
         _positive(name, getattr(args, name.replace("-", "_")))

@@ -1,6 +1,7 @@
 """Length-sorted, bucketed batching for `EmbeddingGemma.encode`."""
 
-import keras
+import sys
+
 import numpy as np
 
 from keras_egemma.models.inference import inference_function
@@ -41,7 +42,13 @@ def embed_token_ids(model, token_ids, pad_id, max_length, batch_size, verbose="a
     order = np.argsort(-lengths, kind="stable")
     starts = range(0, len(order), batch_size)
     show = verbose is True or (verbose == "auto" and len(starts) > 1)
-    progress = keras.utils.Progbar(len(order), unit_name="text") if show else None
+    progress = None
+    if show:
+        # On stderr, never mixed into results on stdout; a widget in notebooks
+        # (imported here: without ipywidgets, tqdm.auto warns as it imports).
+        from tqdm.auto import tqdm
+
+        progress = tqdm(total=len(order), unit="text", file=sys.stderr)
     outputs = np.empty((len(order),), dtype=object)
     forward = inference_function(model)
     for start in starts:
@@ -63,5 +70,7 @@ def embed_token_ids(model, token_ids, pad_id, max_length, batch_size, verbose="a
         for r, row in enumerate(rows):
             outputs[row] = result[r]
         if progress is not None:
-            progress.add(len(rows))
+            progress.update(len(rows))
+    if progress is not None:
+        progress.close()
     return np.stack(list(outputs))
