@@ -8,6 +8,18 @@
 # This runs on a CPU in a few minutes with the small model bundled with the
 # package. With the published model (`PRESET = "embeddinggemma_300m"`, on a
 # Kaggle GPU/TPU) the same code finetunes the real thing.
+#
+# **Setup.** From a clone of the repository, `pip install -e ".[guides,jax]"`:
+# the guides' extra (matplotlib, ipywidgets) and JAX, the backend the guides
+# use unless `KERAS_BACKEND` names another (TensorFlow comes with the base
+# install; PyTorch: see the README). This file is a notebook in jupytext's
+# percent format: open it in Jupyter with jupytext, or convert it with
+# `jupytext --to ipynb guides/finetune.py`; it also runs as a script.
+#
+# **Settings** (environment variables, read in the next cell): `EGEMMA_PRESET`
+# (default `embeddinggemma_mini`); `EGEMMA_EPOCHS`, epochs per run (default
+# 4); `EGEMMA_FIGURES`, the folder the plot is saved to (default: the current
+# directory).
 
 # %%
 import os
@@ -17,19 +29,14 @@ import re
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import keras
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 import keras_egemma as eg
 from keras_egemma.evaluation import retrieval_metrics
 
-PRESET = os.environ.get("EGEMMA_PRESET", "embeddinggemma_tiny")
+PRESET = os.environ.get("EGEMMA_PRESET", "embeddinggemma_mini")
 EPOCHS = int(os.environ.get("EGEMMA_EPOCHS", "4"))
-FIGURES = os.environ.get(
-    "EGEMMA_FIGURES", os.path.join(os.path.dirname(os.path.abspath(__file__)), "figures")
-)
+FIGURES = os.environ.get("EGEMMA_FIGURES", ".")
 
 # %% [markdown]
 # ## Data: question-like first sentences and the paragraphs they open

@@ -1,134 +1,80 @@
-"""Quantize and export: size on disk, memory, speed and embedding fidelity.
-
-Saves the model as float32, bfloat16, int8, mixed and int4 presets, loads each
-one in a fresh process to measure its model memory and encoding speed, and
-compares its embeddings with float32's at every Matryoshka size: cosine to
-the float32 embedding, and retrieval agreement (how many of float32's top 10
-documents each query still finds). Then exports the int8 model to a
-TensorFlow SavedModel and to ONNX and checks the artifacts against `encode`.
-
-    python guides/quantize_and_export.py [--preset PATH] [--batch-size 32]
-
-`--preset` takes anything `EmbeddingGemma.from_preset` loads (default: the
-bundled `embeddinggemma_mini`, about a minute on two CPU cores). For the full
-published configuration with random weights (no download; 262,144-token
-vocabulary), build it with the benchmark's builder, then point the guide at it
-(a few minutes and about 6 GiB of memory on a CPU):
-
-    python -c "import sys; sys.path.insert(0, 'benchmarks'); \\
-        import inference_speed; inference_speed.build_checkpoint('/tmp/egemma_full')"
-    python guides/quantize_and_export.py --preset /tmp/egemma_full
-
-Random weights say nothing about quality, but size, memory and speed are the
-published model's, and the fidelity columns still show how far each format
-moves the embeddings. Writes `quantize_and_export.png` and `.json` to
-`EGEMMA_FIGURES` (default `guides/figures/`).
-"""
-
 # %% [markdown]
 # # Quantize and export: size, memory, speed and fidelity
 #
 # Keras quantizes the model in place (`model.quantize("int8")`); a quantized
 # model saves to a preset and loads back quantized, without ever
-# materialising its float weights. This guide measures what each format
-# buys and what it costs, on the corpus bundled with the package.
+# materialising its float weights. This guide saves the model as float32,
+# bfloat16, int8, mixed and int4 presets, loads each one in a fresh process
+# to measure its model memory and encoding speed, and compares its embeddings
+# with float32's at every Matryoshka size: cosine to the float32 embedding,
+# and retrieval agreement (how many of float32's top 10 documents each query
+# still finds). Then it exports the model to a TensorFlow SavedModel and to
+# ONNX and checks the artifacts against `encode`.
+#
+# **Setup.** From a clone of the repository, `pip install -e ".[guides,jax]"`:
+# the guides' extra (matplotlib, ipywidgets, the ONNX exporters and ONNX
+# Runtime) and JAX, the backend the guides use unless `KERAS_BACKEND` names
+# another (TensorFlow comes with the base install; PyTorch: see the README).
+# This file is a notebook in jupytext's percent format: open it in Jupyter
+# with jupytext, or convert it with
+# `jupytext --to ipynb guides/quantize_and_export.py`; it also runs as a
+# script.
+#
+# **Settings** (environment variables, read in the next cell):
+# `EGEMMA_PRESET` takes anything `EmbeddingGemma.from_preset` loads (default:
+# the bundled `embeddinggemma_mini`, about a minute on two CPU cores);
+# `EGEMMA_BATCH_SIZE` (default 32); `EGEMMA_FIGURES`, the folder for the
+# plot and the JSON of results (default: the current directory).
+#
+# For the full published configuration with random weights (no download;
+# 262,144-token vocabulary; a few minutes and about 6 GiB of memory on a
+# CPU), build it with the benchmark's builder and point `EGEMMA_PRESET` at it:
+#
+#     python -c "import sys; sys.path.insert(0, 'benchmarks'); \
+#         import inference_speed; inference_speed.build_checkpoint('/tmp/egemma_full')"
+#
+# Random weights say nothing about quality, but size, memory and speed are
+# the published model's, and the fidelity columns still show how far each
+# format moves the embeddings.
 
 # %%
-import argparse
 import glob
 import json
 import os
 import platform
 import re
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
 
+import keras_egemma as eg
 from keras_egemma.data import SAMPLE_CORPUS
 from keras_egemma.evaluation.datasets import read_jsonl
+from keras_egemma.evaluation.footprint import measure_in_fresh_process
 
-parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-parser.add_argument("--preset", default=os.environ.get("EGEMMA_PRESET", "embeddinggemma_mini"))
-parser.add_argument("--batch-size", type=int, default=32)
-parser.add_argument("--worker", help=argparse.SUPPRESS)
-args = parser.parse_args()
-FIGURES = os.environ.get(
-    "EGEMMA_FIGURES", os.path.join(os.path.dirname(os.path.abspath(__file__)), "figures")
-)
+PRESET = os.environ.get("EGEMMA_PRESET", "embeddinggemma_mini")
+BATCH_SIZE = int(os.environ.get("EGEMMA_BATCH_SIZE", "32"))
+FIGURES = os.environ.get("EGEMMA_FIGURES", ".")
 
 # %% [markdown]
 # ## Queries and documents
-# The sample corpus: paragraphs of Python's language reference. Each
-# paragraph's first sentence is a query, the rest of it a titled document,
-# as in `guides/semantic_search.py`.
+# The sample corpus bundled with the package: paragraphs of Python's
+# language reference. Each paragraph's first sentence is a query, the rest of
+# it a titled document, as in the semantic search guide.
 
 # %%
-
-
-def load_corpus():
-    queries, titles, documents = [], [], []
-    for _, row in read_jsonl(SAMPLE_CORPUS):
-        sentences = re.split(r"(?<=[.!?])\s+", row["text"])
-        if len(sentences) >= 2:
-            queries.append(sentences[0])
-            titles.append(row["title"])
-            documents.append(" ".join(sentences[1:]))
-    return queries, titles, documents
-
-
-queries, titles, documents = load_corpus()
-
-# %% [markdown]
-# ## Measuring one format in its own process
-# Peak memory is a high-water mark, so each format is measured in a fresh
-# process: its baseline is the resident memory after the imports and the
-# tokenizer, and its "model memory" is the peak above that while loading the
-# preset and embedding the whole corpus. Speed is the second pass over the
-# documents (the first compiles each padded shape).
-
-# %%
-
-
-def rss_bytes(field):
-    """`VmRSS` (now) or `VmHWM` (peak) of this process, in bytes."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def measure(preset, embeddings_path, batch_size):
-    import keras_egemma as eg
-
-    eg.EmbeddingGemmaPreprocessor.from_preset(preset)
-    baseline = rss_bytes("VmRSS")
-    model = eg.EmbeddingGemma.from_preset(preset)
-    encode = dict(titles=titles, batch_size=batch_size, verbose=False)
-    document_embeddings = model.encode_document(documents, **encode)
-    query_embeddings = model.encode_query(queries, batch_size=batch_size, verbose=False)
-    peak = rss_bytes("VmHWM")
-    start = time.perf_counter()
-    model.encode_document(documents, **encode)
-    seconds = time.perf_counter() - start
-    np.savez(embeddings_path, queries=query_embeddings, documents=document_embeddings)
-    return {
-        "model_memory_bytes": peak - baseline,
-        "peak_rss_bytes": peak,
-        "sentences_per_s": len(documents) / seconds,
-    }
-
-
-if args.worker:
-    print(json.dumps(measure(*json.loads(args.worker))))
-    sys.exit(0)
+queries, titles, documents = [], [], []
+for _, row in read_jsonl(SAMPLE_CORPUS):
+    sentences = re.split(r"(?<=[.!?])\s+", row["text"])
+    if len(sentences) >= 2:
+        queries.append(sentences[0])
+        titles.append(row["title"])
+        documents.append(" ".join(sentences[1:]))
+print(f"{len(queries)} queries, {len(documents)} documents")
 
 # %% [markdown]
 # ## Five formats, saved as presets
@@ -139,14 +85,12 @@ if args.worker:
 # preset's weight files.
 
 # %%
-import keras_egemma as eg
-
 WORK = tempfile.mkdtemp()
 VARIANTS = ["float32", "bfloat16", "int8", "mixed", "int4"]
 presets = {}
 for variant in VARIANTS:
     dtype = "bfloat16" if variant == "bfloat16" else "float32"
-    model = eg.EmbeddingGemma.from_preset(args.preset, dtype=dtype)
+    model = eg.EmbeddingGemma.from_preset(PRESET, dtype=dtype)
     if variant in ("int8", "mixed", "int4"):
         model.quantize(variant)
     presets[variant] = os.path.join(WORK, variant)
@@ -160,20 +104,35 @@ def weights_bytes(preset):
     return sum(os.path.getsize(p) for p in glob.glob(os.path.join(preset, "*weights*")))
 
 
+print({variant: f"{weights_bytes(path) / 1e6:.2f} MB" for variant, path in presets.items()})
+
+# %% [markdown]
+# ## Memory and speed, each format in a fresh process
+# Peak memory is a high-water mark, so each format is measured in a process
+# of its own (`keras_egemma.evaluation.footprint.measure_in_fresh_process`,
+# which starts `python -c`, so it works from a notebook too). Its baseline is
+# the resident memory once Keras and the tokenizer are loaded; "model
+# memory" is the peak above that while loading the preset and embedding the
+# whole corpus. Speed is the second pass over the documents (the first
+# compiles each padded shape).
+
+# %%
 results = {}
 for variant in VARIANTS:
     print(f"measuring {variant} ...", flush=True)
-    embeddings_path = os.path.join(WORK, f"{variant}.npz")
-    job = json.dumps([presets[variant], embeddings_path, args.batch_size])
-    worker = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), "--worker", job], capture_output=True, text=True
+    measured = measure_in_fresh_process(
+        presets[variant], documents, queries, titles=titles, batch_size=BATCH_SIZE
     )
-    if worker.returncode:
-        raise RuntimeError(f"measuring {variant} failed:\n{worker.stderr[-3000:]}")
-    results[variant] = json.loads(worker.stdout.strip().splitlines()[-1])
-    results[variant]["weights_bytes"] = weights_bytes(presets[variant])
-    with np.load(embeddings_path) as saved:
-        results[variant]["embeddings"] = {k: saved[k] for k in saved.files}
+    results[variant] = {
+        "model_memory_bytes": measured["model_memory_bytes"],
+        "peak_rss_bytes": measured["peak_rss_bytes"],
+        "sentences_per_s": measured["sentences_per_s"],
+        "weights_bytes": weights_bytes(presets[variant]),
+        "embeddings": {
+            "queries": measured["query_embeddings"],
+            "documents": measured["document_embeddings"],
+        },
+    }
 
 # %% [markdown]
 # ## Fidelity at each Matryoshka size
@@ -221,8 +180,8 @@ header = f"{'format':10s}{'weights MB':>11s}{'memory MiB':>11s}{'sent/s':>8s}" +
     f"{f'cos@{d} mean/min':>22s}{f'top10@{d}':>11s}" for d in dims
 )
 print(
-    f"\n{args.preset}: {len(queries)} queries, {len(documents)} documents, "
-    f"batch {args.batch_size}, {os.environ['KERAS_BACKEND']} backend"
+    f"\n{PRESET}: {len(queries)} queries, {len(documents)} documents, "
+    f"batch {BATCH_SIZE}, {os.environ['KERAS_BACKEND']} backend"
 )
 print(header)
 for variant, r in results.items():
@@ -240,9 +199,6 @@ for variant, r in results.items():
 # ## The plot
 
 # %%
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 fig, axes = plt.subplots(1, 5, figsize=(20, 4))
@@ -267,7 +223,7 @@ for ax in axes[3:]:
     ax.minorticks_off()
     ax.legend()
 fig.suptitle(
-    f"{os.path.basename(os.path.normpath(args.preset))}: {len(queries)} queries, "
+    f"{os.path.basename(os.path.normpath(PRESET))}: {len(queries)} queries, "
     f"{len(documents)} documents"
 )
 fig.tight_layout()
@@ -279,14 +235,14 @@ print("saved", path)
 with open(os.path.join(FIGURES, "quantize_and_export.json"), "w") as f:
     json.dump(
         {
-            "preset": args.preset,
+            "preset": PRESET,
             "backend": os.environ["KERAS_BACKEND"],
             "machine": f"{platform.processor() or platform.machine()}, "
             f"{os.cpu_count()} cores, {platform.system()}",
             "date": time.strftime("%Y-%m-%d"),
             "queries": len(queries),
             "documents": len(documents),
-            "batch_size": args.batch_size,
+            "batch_size": BATCH_SIZE,
             "results": results,
         },
         f,

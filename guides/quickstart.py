@@ -10,6 +10,22 @@
 # model bundled with the package (`embeddinggemma_mini`: 4 layers, distilled
 # from all-MiniLM-L6-v2; far weaker than the published model, but it ranks
 # sensibly).
+#
+# **Setup.** From a clone of the repository, `pip install -e ".[guides,jax]"`:
+# the guides' extra and JAX, the backend the guides use unless `KERAS_BACKEND`
+# names another (TensorFlow comes with the base install; PyTorch: see the
+# README). This file is a notebook in jupytext's percent format: open it in
+# Jupyter with jupytext, or convert it with
+# `jupytext --to ipynb guides/quickstart.py`; it also runs as a script.
+#
+# **Settings** (environment variables, read in the next cell): `EGEMMA_PRESET`,
+# the model to load (default `embeddinggemma_mini`).
+
+# %% [markdown]
+# ## Load a model
+# The backend is chosen before Keras is first imported. `list_presets()`
+# names the registered models; `from_preset` also takes a preset folder or
+# a Kaggle / Hugging Face handle.
 
 # %%
 import os

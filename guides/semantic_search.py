@@ -7,9 +7,23 @@
 #
 # Offline, this uses the model bundled with the package
 # (`embeddinggemma_mini`, distilled from all-MiniLM-L6-v2; see
-# `guides/train_bundled_model.py`). On Kaggle, `PRESET =
+# `presets/build_mini_preset.py`). On Kaggle, `PRESET =
 # "embeddinggemma_300m"` runs the same code with the published model.
 # The same search from a shell: `keras-egemma search "question" --corpus ./docs`.
+#
+# **Setup.** From a clone of the repository, `pip install -e ".[guides,jax]"`:
+# the guides' extra (matplotlib, ipywidgets) and JAX, the backend the guides
+# use unless `KERAS_BACKEND` names another (TensorFlow comes with the base
+# install; PyTorch: see the README). This file is a notebook in jupytext's
+# percent format: open it in Jupyter with jupytext, or convert it with
+# `jupytext --to ipynb guides/semantic_search.py`; it also runs as a script.
+#
+# **Settings** (environment variables, read in the next cell): `EGEMMA_PRESET`
+# (default `embeddinggemma_mini`); `EGEMMA_FIGURES`, the folder the plot is
+# saved to (default: the current directory).
+
+# %% [markdown]
+# ## Load the model
 
 # %%
 import os
@@ -18,19 +32,14 @@ import tempfile
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
-import matplotlib
-import numpy as np
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import numpy as np
 
 import keras_egemma as eg
 from keras_egemma.evaluation import retrieval_metrics
 
 PRESET = os.environ.get("EGEMMA_PRESET", "embeddinggemma_mini")
-FIGURES = os.environ.get(
-    "EGEMMA_FIGURES", os.path.join(os.path.dirname(os.path.abspath(__file__)), "figures")
-)
+FIGURES = os.environ.get("EGEMMA_FIGURES", ".")
 model = eg.EmbeddingGemma.from_preset(PRESET)
 
 # %% [markdown]
