@@ -11,13 +11,25 @@ from keras_egemma.models.inference import inference_function
 _BUCKETS = (16, 32, 64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
 
 
+def bucket_lengths(max_length):
+    """Every length a batch is padded to when no text exceeds `max_length`:
+    the buckets below it, then multiples of 1024 past 2048, then
+    `max_length` itself.
+
+    Example:
+    ```python
+    bucket_lengths(100)    # [16, 32, 64, 100]
+    ```
+    """
+    lengths = [bucket for bucket in _BUCKETS if bucket < max_length]
+    step = _BUCKETS[-1] // 2
+    lengths += list(range(_BUCKETS[-1] + step, max_length, step))
+    return lengths + [max_length]
+
+
 def bucket_length(length, max_length):
     """The padded length used for a batch whose longest input is `length`."""
-    for bucket in _BUCKETS:
-        if bucket >= length:
-            return min(bucket, max_length)
-    step = _BUCKETS[-1] // 2
-    return min(-(-length // step) * step, max_length)
+    return next(bucket for bucket in bucket_lengths(max_length) if bucket >= length)
 
 
 def embed_token_ids(model, token_ids, pad_id, max_length, batch_size, verbose="auto"):

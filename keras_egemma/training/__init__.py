@@ -5,3 +5,5 @@ Model souping is `keras_egemma.soup` (`training/souping.py`)."""
 from keras_egemma.training.batching import single_source_batches
 from keras_egemma.training.data import as_training_dataset
 from keras_egemma.training.mining import mine_hard_negatives
+from keras_egemma.training.non_finite_loss import NonFiniteLossError
+from keras_egemma.training.non_finite_loss import StopOnNonFiniteLoss

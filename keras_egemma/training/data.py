@@ -13,13 +13,23 @@ The pipeline yields `(x, y)` batches for `EmbeddingGemma.fit`:
 `x = {"query": {"token_ids", "padding_mask"}, "positive": {...},
 "negatives": {... (B, k, L)}}` and `y = {"query_ids", "positive_ids",
 "teacher": {...}}`. Tokenisation runs inside `tf.data` whatever the Keras
-backend, as KerasHub's preprocessors do.
+backend, as KerasHub's preprocessors do. Every text of a batch is padded to
+one length L: by default the batch's longest text rounded up to a length
+bucket (as `encode` does), so short texts do not train on padding and a
+compiled train step sees few shapes.
 """
 
+import sys
+import warnings
+
+import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_egemma.models.batching import bucket_lengths
+
 TEXT_FIELDS = ("query", "positive", "negative")
+PADDINGS = ("longest", "max_length")
 PROMPT_FIELDS = ("query_prompt", "document_prompt")
 _HASH_BUCKETS = 2**62
 
@@ -166,7 +176,22 @@ def _pack(preprocessor, texts, sequence_length):
     return {key: tf.cast(value, tf.int32) for key, value in packed.items()}
 
 
-def _tokenize_batch(preprocessor, sequence_length, query_prompt, document_prompt):
+def _trim_to_longest(x, sequence_length):
+    """Cuts every group of `x` (padded to `sequence_length`) to the bucket of
+    the batch's longest text; queries, positives and negatives keep one
+    length, since the model embeds them as one batch."""
+    lengths = tf.constant(bucket_lengths(sequence_length), tf.int32)
+    longest = tf.reduce_max(
+        [tf.reduce_max(tf.reduce_sum(group["padding_mask"], axis=-1)) for group in x.values()]
+    )
+    width = tf.reduce_min(tf.boolean_mask(lengths, lengths >= longest))
+    return {
+        name: {key: value[..., :width] for key, value in group.items()}
+        for name, group in x.items()
+    }
+
+
+def _tokenize_batch(preprocessor, sequence_length, query_prompt, document_prompt, padding):
     def fn(batch):
         # Per-example prompts (one per source dataset) win over the defaults.
         query_prefix = batch.get("query_prompt", query_prompt)
@@ -189,6 +214,8 @@ def _tokenize_batch(preprocessor, sequence_length, query_prompt, document_prompt
             x["negatives"] = {
                 k: tf.reshape(v, [shape[0], shape[1], sequence_length]) for k, v in packed.items()
             }
+        if padding == "longest":
+            x = _trim_to_longest(x, sequence_length)
         y = {
             "query_ids": batch.get("query_id", tf.strings.to_hash_bucket_fast(batch["query"], _HASH_BUCKETS)),
             "positive_ids": batch.get(
@@ -208,12 +235,63 @@ def _tokenize_batch(preprocessor, sequence_length, query_prompt, document_prompt
     return fn
 
 
+def _splits_batches():
+    """True under a data-parallel distribution, which splits every batch
+    evenly over the devices: there a partial last batch cannot be used."""
+    if keras.distribution.distribution() is not None:
+        return True
+    return keras.backend.backend() == "tensorflow" and tf.distribute.has_strategy()
+
+
+_SINGLE_LEFT_OUT = (
+    "keras_egemma: the last batch of the epoch has a single example, which is left out "
+    "(in-batch negatives need at least 2). Add an example or change `batch_size`."
+)
+
+
+def _batch(ds, batch_size):
+    """Batches `ds`, keeping a partial last batch where it can be trained on.
+
+    A last batch of one example cannot be (its query has no in-batch
+    negative) and is left out with a one-line message; so is any partial
+    batch under a data-parallel distribution.
+    """
+    count = int(ds.cardinality())
+    known = count >= 0
+    if _splits_batches():
+        if known and count % batch_size:
+            warnings.warn(
+                f"The last {count % batch_size} of {count} training examples are left out of "
+                f"each epoch: a distributed batch of {batch_size} must be full. Use a batch "
+                "size that divides the number of examples to train on all of them.",
+                stacklevel=4,
+            )
+        return ds.batch(batch_size, drop_remainder=True)
+    ds = ds.batch(batch_size)
+    if known:
+        if count % batch_size == 1:
+            warnings.warn(_SINGLE_LEFT_OUT, stacklevel=4)
+            ds = ds.take(count // batch_size)
+        return ds
+
+    def left_out(batch):
+        with tf.control_dependencies([tf.print(_SINGLE_LEFT_OUT, output_stream=sys.stderr)]):
+            return tf.constant(False)
+
+    def more_than_one(batch):
+        single = tf.shape(batch["query"])[0] < 2
+        return tf.cond(single, lambda: left_out(batch), lambda: tf.constant(True))
+
+    return ds.filter(more_than_one)
+
+
 def as_training_dataset(
     data,
     preprocessor,
     *,
     batch_size=32,
     sequence_length=None,
+    padding="longest",
     query_task="query",
     document_task="document",
     shuffle=False,
@@ -226,26 +304,35 @@ def as_training_dataset(
             them, or a `tf.data.Dataset` of them (unbatched, or already
             batched: then `batch_size` is ignored).
         preprocessor: the model's `EmbeddingGemmaPreprocessor`.
-        batch_size: examples per batch; incomplete last batches are dropped
-            (in-batch negatives need full batches).
-        sequence_length: padded length of every text. Defaults to the
-            preprocessor's.
+        batch_size: examples per batch. A partial last batch is trained on,
+            except a single example (no in-batch negative) or under a
+            data-parallel distribution, which are left out with a warning.
+        sequence_length: longest text in tokens (longer ones are
+            truncated). Defaults to the preprocessor's.
+        padding: `"longest"` pads each batch to its longest text rounded up
+            to a length bucket (16, 32, 64, 128, 192, 256, ...);
+            `"max_length"` pads every batch to `sequence_length` (one shape
+            throughout, e.g. for TPUs).
         query_task / document_task: prompt names for queries and for
             positives and negatives (defaults: retrieval query / document).
         shuffle: shuffle examples (buffer of 10,000) before batching.
         seed: shuffle seed.
 
     Returns:
-        A `tf.data.Dataset` of `(x, y)` batches.
+        A `tf.data.Dataset` of `(x, y)` batches: `x` token ids and padding
+        masks `(B, L)` (negatives `(B, k, L)`), `y` duplicate ids and
+        teacher embeddings.
 
     Example:
     ```python
     ds = as_training_dataset(
-        [{"query": "red planet?", "positive": "Mars is red.", "negative": "Venus."}],
-        model.preprocessor, batch_size=1,
+        [{"query": "red planet?", "positive": "Mars is red.", "negative": "Venus."}] * 4,
+        model.preprocessor, batch_size=2,
     )
     ```
     """
+    if padding not in PADDINGS:
+        raise ValueError(f"`padding` must be one of {PADDINGS}, got {padding!r}.")
     sequence_length = sequence_length or preprocessor.sequence_length
     query_prompt = preprocessor.prompt_for(query_task) if query_task else ""
     document_prompt = preprocessor.prompt_for(document_task) if document_task else ""
@@ -268,6 +355,6 @@ def as_training_dataset(
             raise ValueError(
                 f"`batch_size` must be an int >= 2 for in-batch negatives, got {batch_size!r}."
             )
-        ds = ds.batch(batch_size, drop_remainder=True)
-    fn = _tokenize_batch(preprocessor, sequence_length, query_prompt, document_prompt)
+        ds = _batch(ds, batch_size)
+    fn = _tokenize_batch(preprocessor, sequence_length, query_prompt, document_prompt, padding)
     return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

@@ -11,6 +11,7 @@ from keras_egemma.training import gradient_cache
 from keras_egemma.training.data import as_training_dataset
 from keras_egemma.training.distributed import gather_across_replicas
 from keras_egemma.training.distributed import num_replicas
+from keras_egemma.training.non_finite_loss import StopOnNonFiniteLoss
 from keras_egemma.training.objective import EmbeddingGemmaObjective
 
 
@@ -172,8 +173,8 @@ class TrainingMethods:
         # to be its share of the global loss.
         return total / num_replicas()
 
-    def _training_data(self, data, batch_size, sequence_length, query_task, document_task,
-                       shuffle):
+    def _training_data(self, data, batch_size, sequence_length, padding, query_task,
+                       document_task, shuffle):
         if self.preprocessor is None:
             raise ValueError("Training on text needs the model's preprocessor.")
         return as_training_dataset(
@@ -181,6 +182,7 @@ class TrainingMethods:
             self.preprocessor,
             batch_size=batch_size,
             sequence_length=sequence_length,
+            padding=padding,
             query_task=query_task,
             document_task=document_task,
             shuffle=shuffle,
@@ -195,6 +197,7 @@ class TrainingMethods:
         *,
         validation_data=None,
         sequence_length=None,
+        padding="longest",
         query_task="query",
         document_task="document",
         shuffle=True,
@@ -213,16 +216,29 @@ class TrainingMethods:
                 `single_source_batches(..., tasks=...)` sets them)}`.
             y: must be `None` (targets come from the examples).
             batch_size: examples per batch (in-batch negatives). Default 32.
+                A partial last batch is trained on; a last batch of a
+                single example is left out with a one-line message.
             epochs: passes over the data.
             validation_data: examples in the same forms, for `val_loss`.
-            sequence_length: padded length of every text; defaults to the
-                preprocessor's (shorter is much faster).
+            sequence_length: longest text in tokens, longer ones are
+                truncated; defaults to the preprocessor's.
+            padding: `"longest"` (default) pads each batch to its longest
+                text, rounded up to a few length buckets; `"max_length"`
+                pads every batch to `sequence_length` (one shape, e.g. for
+                TPUs).
             query_task, document_task: prompt names for queries and for
                 positives / negatives (retrieval query / document).
             shuffle: shuffle examples each epoch (Python lists and unbatched
                 datasets). Use `False` with `single_source_batches`.
             **kwargs: passed to `keras.Model.fit` (callbacks, steps_per_epoch,
                 initial_epoch, verbose, ...).
+
+        The progress bar shows the total loss and its terms (`nce`,
+        `spread_out`, `distillation`). The total can go below zero: the
+        NCE of eq. (3) leaves the positive out of its denominator, so a
+        positive far closer than every negative gives a negative log. A
+        loss that becomes NaN or infinite stops training with
+        `NonFiniteLossError`, naming the step.
 
         Example:
         ```python
@@ -241,13 +257,17 @@ class TrainingMethods:
             raise ValueError("With the default objective, `y` must be None: targets come "
                              "from the examples.")
         prepare = lambda data, mix: self._training_data(  # noqa: E731
-            data, batch_size, sequence_length, query_task, document_task, mix
+            data, batch_size, sequence_length, padding, query_task, document_task, mix
         )
         train = prepare(x, shuffle)
         validation = None if validation_data is None else prepare(validation_data, False)
         if "teacher" in train.element_spec[1] and "distillation" not in self._term_trackers:
             self._term_trackers["distillation"] = keras.metrics.Mean(name="distillation")
+        callbacks = list(kwargs.pop("callbacks", None) or [])
+        if not any(isinstance(c, StopOnNonFiniteLoss) for c in callbacks):
+            callbacks.append(StopOnNonFiniteLoss())
         # Shuffling happened in the pipeline; Keras cannot shuffle a dataset.
         return keras.Model.fit(
-            self, train, epochs=epochs, validation_data=validation, shuffle=False, **kwargs
+            self, train, epochs=epochs, validation_data=validation, shuffle=False,
+            callbacks=callbacks, **kwargs
         )
