@@ -8,6 +8,7 @@
     keras-egemma bench --lengths 16 64 256
     keras-egemma --backend torch bench --dtype bfloat16
     keras-egemma convert ./embeddinggemma-300m ./my_preset
+    keras-egemma convert ./my_preset ./my-embeddinggemma --to sentence-transformers
 
 Every command takes `--preset` (default: the bundled `embeddinggemma_mini`).
 Keras reads its backend at import (and importing this package imports
@@ -113,10 +114,19 @@ def _parser():
     model_options(bench, dim=False)
 
     convert = commands.add_parser(
-        "convert", help="Convert a checkpoint (Hugging Face or KerasHub) into a preset folder."
+        "convert",
+        help="Convert a checkpoint (any layout from_preset reads) into a preset folder, or "
+        "export a model to another runtime's format.",
     )
     convert.add_argument("source", help="Checkpoint folder, name or handle.")
-    convert.add_argument("destination", help="Preset folder to write.")
+    convert.add_argument("destination", help="Folder to write.")
+    convert.add_argument(
+        "--to",
+        choices=list(CONVERT_TARGETS),
+        default="preset",
+        help="Output format: a keras_egemma preset (default) or a sentence-transformers / "
+        "Hugging Face folder.",
+    )
     return parser
 
 
@@ -405,10 +415,18 @@ def _bench(args, out):
         print(f"  {length:>11} {sentences:>12.1f} {tokens:>10.0f}", file=out)
 
 
+# `convert --to`: what the output is called, and the model method writing it.
+CONVERT_TARGETS = {
+    "preset": ("a keras_egemma preset", "save_to_preset"),
+    "sentence-transformers": ("a sentence-transformers folder", "save_to_sentence_transformers"),
+}
+
+
 def _convert(args, out):
+    name, method = CONVERT_TARGETS[args.to]
     model = _load(args.source)
-    model.save_to_preset(args.destination)
-    print(f"Saved {args.source} as a keras_egemma preset in {args.destination}", file=out)
+    getattr(model, method)(args.destination)
+    print(f"Saved {args.source} as {name} in {args.destination}", file=out)
 
 
 COMMANDS = {

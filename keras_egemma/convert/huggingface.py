@@ -29,7 +29,7 @@ from keras_egemma.models.preprocessor import EmbeddingGemmaPreprocessor
 from keras_egemma.models.prompts import DEFAULT_PROMPTS
 from keras_egemma.models.tokenizer import EmbeddingGemmaTokenizer
 
-_POOLING_MODES = {
+POOLING_MODES = {
     "pooling_mode_mean_tokens": "mean",
     "pooling_mode_cls_token": "first",
     "pooling_mode_lasttoken": "last",
@@ -183,7 +183,7 @@ def _pooling_from_config(config):
         mode = {"mean": "mean", "cls": "first", "lasttoken": "last"}.get(mode)
         chosen = [mode] if mode else []
     else:
-        chosen = [name for key, name in _POOLING_MODES.items() if config.get(key)]
+        chosen = [name for key, name in POOLING_MODES.items() if config.get(key)]
         others = [k for k, v in config.items() if k.startswith("pooling_mode") and v]
         if len(others) != len(chosen):
             chosen = []
@@ -232,50 +232,54 @@ def _resolve_weight_name(weights, name):
     )
 
 
-def _backbone_weight_plan(backbone):
-    """(HF name, HF shape, model variable, transform) for every weight."""
+def backbone_weight_plan(backbone):
+    """`(HF name, HF shape, model variable, to_ours, to_hf)` for every weight.
+
+    `to_ours` turns the `Gemma3TextModel` tensor into the variable's layout,
+    `to_hf` is its inverse (used by the writers of this layout).
+    """
     n, k, h = backbone.num_query_heads, backbone.num_key_value_heads, backbone.head_dim
     d, f = backbone.hidden_dim, backbone.intermediate_dim
 
-    def heads_in(num):  # [num*h, d] -> (num, d, h)
-        return lambda w: w.reshape(num, h, d).transpose(0, 2, 1)
+    def heads_in(num):  # [num*h, d] <-> (num, d, h)
+        to_ours = lambda w: w.reshape(num, h, d).transpose(0, 2, 1)  # noqa: E731
+        to_hf = lambda x: x.transpose(0, 2, 1).reshape(num * h, d)  # noqa: E731
+        return to_ours, to_hf
 
-    def heads_out(w):  # [d, n*h] -> (n, h, d)
-        return w.T.reshape(n, h, d)
-
-    def same(w):
-        return w
-
-    def transpose(w):
-        return w.T
+    heads_out = (  # [d, n*h] <-> (n, h, d)
+        lambda w: w.T.reshape(n, h, d),
+        lambda x: x.reshape(n * h, d).T,
+    )
+    same = (lambda w: w, lambda x: x)
+    transpose = (lambda w: w.T, lambda x: x.T)
 
     embeddings = backbone.token_embedding.embeddings
-    plan = [("embed_tokens.weight", tuple(embeddings.shape), embeddings, same)]
+    plan = [("embed_tokens.weight", tuple(embeddings.shape), embeddings, *same)]
     for i, block in enumerate(backbone.transformer_layers):
         p = f"layers.{i}."
         attention = block.attention
         plan += [
-            (p + "input_layernorm.weight", (d,), block.pre_attention_norm.scale, same),
-            (p + "post_attention_layernorm.weight", (d,), block.post_attention_norm.scale, same),
-            (p + "pre_feedforward_layernorm.weight", (d,), block.pre_ffw_norm.scale, same),
-            (p + "post_feedforward_layernorm.weight", (d,), block.post_ffw_norm.scale, same),
-            (p + "self_attn.q_proj.weight", (n * h, d), attention.query_dense.kernel, heads_in(n)),
-            (p + "self_attn.k_proj.weight", (k * h, d), attention.key_dense.kernel, heads_in(k)),
-            (p + "self_attn.v_proj.weight", (k * h, d), attention.value_dense.kernel, heads_in(k)),
-            (p + "self_attn.o_proj.weight", (d, n * h), attention.output_dense.kernel, heads_out),
-            (p + "self_attn.q_norm.weight", (h,), attention.query_norm.scale, same),
-            (p + "self_attn.k_norm.weight", (h,), attention.key_norm.scale, same),
-            (p + "mlp.gate_proj.weight", (f, d), block.ffw_gating.kernel, transpose),
-            (p + "mlp.up_proj.weight", (f, d), block.ffw_gating_2.kernel, transpose),
-            (p + "mlp.down_proj.weight", (d, f), block.ffw_linear.kernel, transpose),
+            (p + "input_layernorm.weight", (d,), block.pre_attention_norm.scale, *same),
+            (p + "post_attention_layernorm.weight", (d,), block.post_attention_norm.scale, *same),
+            (p + "pre_feedforward_layernorm.weight", (d,), block.pre_ffw_norm.scale, *same),
+            (p + "post_feedforward_layernorm.weight", (d,), block.post_ffw_norm.scale, *same),
+            (p + "self_attn.q_proj.weight", (n * h, d), attention.query_dense.kernel, *heads_in(n)),
+            (p + "self_attn.k_proj.weight", (k * h, d), attention.key_dense.kernel, *heads_in(k)),
+            (p + "self_attn.v_proj.weight", (k * h, d), attention.value_dense.kernel, *heads_in(k)),
+            (p + "self_attn.o_proj.weight", (d, n * h), attention.output_dense.kernel, *heads_out),
+            (p + "self_attn.q_norm.weight", (h,), attention.query_norm.scale, *same),
+            (p + "self_attn.k_norm.weight", (h,), attention.key_norm.scale, *same),
+            (p + "mlp.gate_proj.weight", (f, d), block.ffw_gating.kernel, *transpose),
+            (p + "mlp.up_proj.weight", (f, d), block.ffw_gating_2.kernel, *transpose),
+            (p + "mlp.down_proj.weight", (d, f), block.ffw_linear.kernel, *transpose),
         ]
-    plan.append(("norm.weight", (d,), backbone.final_norm.scale, same))
+    plan.append(("norm.weight", (d,), backbone.final_norm.scale, *same))
     return plan
 
 
 def load_backbone_weights(backbone, weights):
     """Copies a `Gemma3TextModel` safetensors file into `backbone`."""
-    for name, expected, variable, transform in _backbone_weight_plan(backbone):
+    for name, expected, variable, to_ours, _ in backbone_weight_plan(backbone):
         key = _resolve_weight_name(weights, name)
         shape = weights.shape(key)
         if shape != expected:
@@ -284,7 +288,7 @@ def load_backbone_weights(backbone, weights):
                 f"model built from config.json needs {expected}. The weights and "
                 "config.json disagree."
             )
-        assign_weight(variable, transform(weights.get(key)), f"{key!r} in {weights.path}")
+        assign_weight(variable, to_ours(weights.get(key)), f"{key!r} in {weights.path}")
 
 
 def load_huggingface_checkpoint(cls, directory, load_weights=True, dtype=None, **kwargs):

@@ -16,7 +16,7 @@ import numpy as np
 
 from keras_egemma.io.errors import CheckpointError
 
-_DTYPES = {
+DTYPES = {
     "F64": np.float64,
     "F32": np.float32,
     "F16": np.float16,
@@ -97,12 +97,12 @@ class SafetensorsFile:
     def get(self, name):
         """The tensor as a numpy array (bfloat16 as `ml_dtypes.bfloat16`)."""
         entry = self._entry(name)
-        if entry["dtype"] not in _DTYPES:
+        if entry["dtype"] not in DTYPES:
             raise CheckpointError(
                 f"Tensor {name!r} in {self.path} has unsupported dtype "
                 f"{entry['dtype']}."
             )
-        dtype = np.dtype(_DTYPES[entry["dtype"]])
+        dtype = np.dtype(DTYPES[entry["dtype"]])
         begin, end = entry["data_offsets"]
         count = int(np.prod(entry["shape"], dtype=np.int64))
         if end - begin != count * dtype.itemsize:

@@ -79,3 +79,89 @@ def spm_proto_from_tokenizer_json(path):
         else:
             piece.type = spm_pb2.ModelProto.SentencePiece.NORMAL
     return proto.SerializeToString()
+
+
+def tokenizer_json_from_spm_proto(proto, special_tokens=("<mask>",)):
+    """The inverse: a Hugging Face `tokenizer.json` (as a dict) for a Gemma
+    SentencePiece model, the one transformers' `GemmaTokenizer` builds.
+
+    Merges follow `transformers`' `generate_merges`: every split of a piece
+    into two pieces of the vocabulary, ordered by the merged piece's id. Control
+    and unknown pieces, and `special_tokens`, are special added tokens; other
+    user-defined pieces are added tokens that are not special.
+
+    Args:
+        proto: serialised SentencePiece `ModelProto` bytes.
+        special_tokens: user-defined pieces marked special (Gemma's mask).
+
+    Example:
+    ```python
+    spec = tokenizer_json_from_spm_proto(open("tokenizer.model", "rb").read())
+    ```
+    """
+    model = spm_pb2.ModelProto()
+    model.ParseFromString(proto)
+    pieces = model.pieces
+    vocab = {piece.piece: i for i, piece in enumerate(pieces)}
+    merges = []
+    for merged, i in vocab.items():
+        local = [
+            (merged[:cut], merged[cut:])
+            for cut in range(1, len(merged))
+            if merged[:cut] in vocab and merged[cut:] in vocab
+        ]
+        local.sort(key=lambda pair: (vocab[pair[0]], vocab[pair[1]]))
+        merges += [(i, left, right) for left, right in local]
+    merges.sort(key=lambda m: (m[0], len(m[1]), len(m[2])))
+    kinds = spm_pb2.ModelProto.SentencePiece
+    added = [
+        {
+            "id": i, "content": piece.piece, "single_word": False, "lstrip": False,
+            "rstrip": False, "normalized": False,
+            "special": piece.type in (kinds.CONTROL, kinds.UNKNOWN)
+            or piece.piece in special_tokens,
+        }
+        for i, piece in enumerate(pieces)
+        if piece.type in (kinds.CONTROL, kinds.UNKNOWN, kinds.USER_DEFINED)
+    ]
+    bos, eos = pieces[model.trainer_spec.bos_id].piece, pieces[model.trainer_spec.eos_id].piece
+    ids = {token: {"id": token, "ids": [vocab[token]], "tokens": [token]} for token in (bos, eos)}
+
+    def special(token, type_id):
+        return {"SpecialToken": {"id": token, "type_id": type_id}}
+
+    def sequence(name, type_id):
+        return {"Sequence": {"id": name, "type_id": type_id}}
+
+    single = [special(bos, 0), sequence("A", 0), special(eos, 0)]
+    return {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": added,
+        "normalizer": {"type": "Replace", "pattern": {"String": " "}, "content": "▁"},
+        "pre_tokenizer": {
+            "type": "Split", "pattern": {"String": " "}, "behavior": "MergedWithPrevious",
+            "invert": False,
+        },
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": single,
+            "pair": single + [special(bos, 1), sequence("B", 1), special(eos, 1)],
+            "special_tokens": ids,
+        },
+        "decoder": {
+            "type": "Sequence",
+            "decoders": [
+                {"type": "Replace", "pattern": {"String": "▁"}, "content": " "},
+                {"type": "ByteFallback"},
+                {"type": "Fuse"},
+            ],
+        },
+        "model": {
+            "type": "BPE", "dropout": None, "unk_token": pieces[model.trainer_spec.unk_id].piece,
+            "continuing_subword_prefix": None, "end_of_word_suffix": None, "fuse_unk": True,
+            "byte_fallback": True, "ignore_merges": False, "vocab": vocab,
+            "merges": [[left, right] for _, left, right in merges],
+        },
+    }

@@ -20,14 +20,17 @@ def is_replaceable_preset(directory):
     )
 
 
-def save_atomically(save, preset_dir):
+def save_atomically(
+    save, preset_dir, replaceable=is_replaceable_preset, kind="a keras_egemma preset"
+):
     """Runs `save(folder)` on a temporary sibling of `preset_dir`, then moves
     the finished folder into place.
 
     A crash or an exception during `save` leaves `preset_dir` as it was (the
     old preset, or nothing) and removes the temporary folder. An existing
-    `preset_dir` is replaced only if it is empty or a keras_egemma preset; any
-    other existing path is refused untouched.
+    `preset_dir` is replaced only if `replaceable(preset_dir)` (by default:
+    it is empty or a keras_egemma preset); any other existing path is refused
+    untouched, the error naming what it is not (`kind`).
 
     Example:
     ```python
@@ -36,11 +39,11 @@ def save_atomically(save, preset_dir):
     """
     target = os.path.abspath(os.fspath(preset_dir))
     if os.path.exists(target) and not (
-        os.path.isdir(target) and is_replaceable_preset(target)
+        os.path.isdir(target) and replaceable(target)
     ):
         raise ValueError(
-            f"{target} exists and is not a keras_egemma preset, so save_to_preset "
-            "will not replace it. Choose a new folder, or remove it first."
+            f"{target} exists and is not {kind}, so it will not be replaced. "
+            "Choose a new folder, or remove it first."
         )
     parent, name = os.path.split(target)
     os.makedirs(parent, exist_ok=True)

@@ -3,6 +3,7 @@ the decoder / T5Gemma initialisations, and atomic `save_to_preset`."""
 
 from keras_egemma.convert.initialization import embedding_gemma_from_decoder
 from keras_egemma.convert.initialization import embedding_gemma_from_t5gemma
+from keras_egemma.convert.sentence_transformers_folder import save_sentence_transformers_folder
 from keras_egemma.io.atomic_saving import save_atomically
 from keras_egemma.io.mapped_weights import zero_copy_weight_files
 from keras_egemma.io.packed_int4 import int4_weights_left_packed
@@ -112,3 +113,34 @@ class PresetMethods:
                 save_preset(folder, max_shard_size=max_shard_size)
 
         save_atomically(save, preset_dir)
+
+    def save_to_sentence_transformers(self, path, max_shard_size=5, **model_card):
+        """Saves the model as a sentence-transformers / Hugging Face folder.
+
+        The folder of `google/embeddinggemma-300m`: a `Gemma3TextModel`
+        (`config.json`, `model.safetensors`), the tokenizer, Pooling, one Dense
+        module per projection layer, Normalize, every prompt of the
+        preprocessor and a `README.md` model card. sentence-transformers,
+        transformers and the servers built on them load it; so does
+        `from_preset`. Written atomically, like `save_to_preset`.
+
+        Refused, with nothing written: attention pooling (sentence-transformers
+        has no learned pooling) and a quantized model (export the float one).
+
+        Args:
+            path: folder to write; an existing one is replaced only if empty or
+                written by this method.
+            max_shard_size: largest `model.safetensors` in GB before sharding.
+            **model_card: `base_model`, `license`, `training_data`,
+                `evaluation` (see `keras_egemma.convert.model_card.model_card`).
+
+        Example:
+        ```python
+        model.fit(examples, batch_size=32)
+        model.save_to_sentence_transformers(
+            "./my-embeddinggemma", training_data="our FAQ pairs"
+        )
+        SentenceTransformer("./my-embeddinggemma").encode_query(["a query"])
+        ```
+        """
+        save_sentence_transformers_folder(self, path, max_shard_size=max_shard_size, **model_card)
