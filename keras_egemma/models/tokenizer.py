@@ -2,6 +2,7 @@ import keras
 from keras_hub.tokenizers import SentencePieceTokenizer
 
 from keras_egemma import _keras_compat
+from keras_egemma import _quiet
 
 
 @keras.saving.register_keras_serializable(package="keras_egemma")
@@ -34,6 +35,12 @@ class EmbeddingGemmaTokenizer(SentencePieceTokenizer):
         ):
             _keras_compat.add_special_token(self, token, attribute)
         super().__init__(proto=proto, **kwargs)
+
+    def set_proto(self, proto):
+        # SentencePiece logs a line on stderr while it loads vocabularies
+        # without a normalization map (the bundled ones).
+        with _quiet.native_logs_dropped():
+            super().set_proto(proto)
 
     def _tokenize_tf(self, inputs):
         import tensorflow as tf
