@@ -9,6 +9,7 @@
     keras-egemma --backend torch bench --dtype bfloat16
     keras-egemma convert ./embeddinggemma-300m ./my_preset
     keras-egemma convert ./my_preset ./my-embeddinggemma --to sentence-transformers
+    keras-egemma convert ./my_preset ./my_keras_hub_preset --to keras-hub
 
 Every command takes `--preset` (default: the bundled `embeddinggemma_mini`).
 Keras reads its backend at import (and importing this package imports
@@ -124,8 +125,8 @@ def _parser():
         "--to",
         choices=list(CONVERT_TARGETS),
         default="preset",
-        help="Output format: a keras_egemma preset (default) or a sentence-transformers / "
-        "Hugging Face folder.",
+        help="Output format: a keras_egemma preset (default), a sentence-transformers / "
+        "Hugging Face folder, or a KerasHub Gemma3Backbone preset.",
     )
     return parser
 
@@ -419,6 +420,7 @@ def _bench(args, out):
 CONVERT_TARGETS = {
     "preset": ("a keras_egemma preset", "save_to_preset"),
     "sentence-transformers": ("a sentence-transformers folder", "save_to_sentence_transformers"),
+    "keras-hub": ("a KerasHub Gemma3Backbone preset", "save_to_keras_hub"),
 }
 
 

@@ -96,13 +96,18 @@ def backbone_weight_pairs(source, backbone):
     return pairs
 
 
-def _copy_weights(source, model):
+def embedding_weight_pairs(source, model):
+    """`(KerasHub variable, our variable)` for every weight of an embedding
+    `Gemma3Backbone` and an `EmbeddingGemma` with its two projection layers."""
     head = model.projection_head.dense_layers
-    pairs = backbone_weight_pairs(source, model.backbone) + [
+    return backbone_weight_pairs(source, model.backbone) + [
         (source.get_layer("pooling_dense_1").kernel, head[0].kernel),
         (source.get_layer("embedding_projection").kernel, head[1].kernel),
     ]
-    for theirs, ours in pairs:
+
+
+def _copy_weights(source, model):
+    for theirs, ours in embedding_weight_pairs(source, model):
         assign_weight(ours, theirs.numpy(), f"{theirs.path!r} of the KerasHub preset")
 
 

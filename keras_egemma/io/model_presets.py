@@ -3,6 +3,7 @@ the decoder / T5Gemma initialisations, and atomic `save_to_preset`."""
 
 from keras_egemma.convert.initialization import embedding_gemma_from_decoder
 from keras_egemma.convert.initialization import embedding_gemma_from_t5gemma
+from keras_egemma.convert.keras_hub_preset_writing import save_keras_hub_preset
 from keras_egemma.convert.sentence_transformers_folder import save_sentence_transformers_folder
 from keras_egemma.io.atomic_saving import save_atomically
 from keras_egemma.io.mapped_weights import zero_copy_weight_files
@@ -144,3 +145,29 @@ class PresetMethods:
         ```
         """
         save_sentence_transformers_folder(self, path, max_shard_size=max_shard_size, **model_card)
+
+    def save_to_keras_hub(self, preset_dir, max_shard_size=10):
+        """Saves the model as a KerasHub `Gemma3Backbone(is_embedding_model=True)`
+        preset with its `Gemma3Tokenizer`, the layout of Kaggle's
+        `embedding_gemma3_300m`, which `keras_hub.models.Gemma3Backbone.from_preset`
+        loads (its `pooled_output` is the embedding). Written atomically.
+
+        KerasHub has no prompts or sequence length in the preset (add the prompt
+        to the text yourself), and its sliding window sees one token fewer on one
+        side: its embeddings equal ours on texts of at most `sliding_window // 2`
+        tokens. Refused, with nothing written: what KerasHub cannot build (other
+        poolings or heads, layer patterns, RoPE bases, `query_pre_attn_scalar !=
+        head_dim`) and a quantized model.
+
+        Args:
+            preset_dir: folder to write; an existing one is replaced only if
+                empty or written by this method.
+            max_shard_size: largest weights file in GB before KerasHub shards.
+
+        Example:
+        ```python
+        model.save_to_keras_hub("./embeddinggemma_keras_hub")
+        keras_hub.models.Gemma3Backbone.from_preset("./embeddinggemma_keras_hub")
+        ```
+        """
+        save_keras_hub_preset(self, preset_dir, max_shard_size=max_shard_size)
