@@ -10,6 +10,7 @@
     keras-egemma convert ./embeddinggemma-300m ./my_preset
     keras-egemma convert ./my_preset ./my-embeddinggemma --to sentence-transformers
     keras-egemma convert ./my_preset ./my_keras_hub_preset --to keras-hub
+    keras-egemma convert ./my_preset ./embeddinggemma-q8_0.gguf --to gguf --type q8_0
 
 Every command takes `--preset` (default: the bundled `embeddinggemma_mini`).
 Keras reads its backend at import (and importing this package imports
@@ -126,7 +127,14 @@ def _parser():
         choices=list(CONVERT_TARGETS),
         default="preset",
         help="Output format: a keras_egemma preset (default), a sentence-transformers / "
-        "Hugging Face folder, or a KerasHub Gemma3Backbone preset.",
+        "Hugging Face folder, a KerasHub Gemma3Backbone preset, or a GGUF file (llama.cpp, "
+        "Ollama).",
+    )
+    convert.add_argument(
+        "--type",
+        choices=["f32", "f16", "q8_0"],
+        default=None,
+        help="GGUF tensor type for --to gguf (default f16).",
     )
     return parser
 
@@ -421,13 +429,17 @@ CONVERT_TARGETS = {
     "preset": ("a keras_egemma preset", "save_to_preset"),
     "sentence-transformers": ("a sentence-transformers folder", "save_to_sentence_transformers"),
     "keras-hub": ("a KerasHub Gemma3Backbone preset", "save_to_keras_hub"),
+    "gguf": ("a GGUF file", "save_to_gguf"),
 }
 
 
 def _convert(args, out):
     name, method = CONVERT_TARGETS[args.to]
+    if args.type is not None and args.to != "gguf":
+        raise ValueError(f"--type applies to --to gguf only, not --to {args.to}.")
+    options = {} if args.type is None else {"file_type": args.type}
     model = _load(args.source)
-    getattr(model, method)(args.destination)
+    getattr(model, method)(args.destination, **options)
     print(f"Saved {args.source} as {name} in {args.destination}", file=out)
 
 

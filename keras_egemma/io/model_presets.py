@@ -1,6 +1,8 @@
 """`EmbeddingGemma`'s preset methods: `from_preset` (every supported layout),
-the decoder / T5Gemma initialisations, and atomic `save_to_preset`."""
+the decoder / T5Gemma initialisations, atomic `save_to_preset`, and the
+exports to sentence-transformers, KerasHub and GGUF (`keras_egemma.convert`)."""
 
+from keras_egemma.convert.gguf_file import save_gguf
 from keras_egemma.convert.initialization import embedding_gemma_from_decoder
 from keras_egemma.convert.initialization import embedding_gemma_from_t5gemma
 from keras_egemma.convert.keras_hub_preset_writing import save_keras_hub_preset
@@ -171,3 +173,34 @@ class PresetMethods:
         ```
         """
         save_keras_hub_preset(self, preset_dir, max_shard_size=max_shard_size)
+
+    def save_to_gguf(self, path, file_type="f16"):
+        """Saves the model as a GGUF file for llama.cpp and Ollama.
+
+        What llama.cpp's own converter writes for EmbeddingGemma with its Dense
+        modules (architecture `gemma-embedding`, its tensor names, pooling type,
+        sliding window, the SentencePiece vocabulary, `<bos>`/`<eos>` added),
+        including the two Dense heads that many published GGUF files lack. The
+        prompts are stored under `keras_egemma.prompts`, which llama.cpp ignores:
+        prepend them to the text yourself. llama.cpp returns unnormalised
+        vectors unless asked (`--embd-normalize 2`, `embed(normalize=True)`).
+        Written beside `path` and renamed into place.
+
+        Refused, with nothing written: what llama.cpp cannot build (layer
+        pattern, sliding RoPE base, `query_pre_attn_scalar != head_dim`, pooling,
+        head) and a quantized model (use `file_type="q8_0"`).
+
+        Args:
+            path: the `.gguf` file; an existing one is replaced only if this
+                method wrote it.
+            file_type: `"f32"`, `"f16"` (matrices in float16; the default) or
+                `"q8_0"` (matrices in blocks of 32 int8 values with a scale).
+
+        Example:
+        ```python
+        model.save_to_gguf("embeddinggemma-q8_0.gguf", file_type="q8_0")
+        # llama-embedding -m embeddinggemma-q8_0.gguf --pooling mean --embd-normalize 2 \\
+        #     -p "task: search result | query: Which planet is red?"
+        ```
+        """
+        save_gguf(self, path, file_type=file_type)
