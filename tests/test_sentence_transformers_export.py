@@ -11,6 +11,7 @@ express is refused with nothing written.
 | first-token / last-token pooling | ST `cls` / `lasttoken` pooling = ours to 1e-5 |
 | transformers `AutoModel` | a `Gemma3TextModel` giving our token embeddings to 1e-5 |
 | HF folder -> here -> HF folder (published and native layouts) | every tensor bit-identical, tokenizer files equal transformers' |
+| a bfloat16 model | bfloat16 tensors and `dtype`; sentence-transformers (bfloat16) within bfloat16 rounding; written again bit-identical |
 | above `max_shard_size` | shards + index that sentence-transformers and `from_preset` read |
 | existing non-empty folder, attention pooling, quantized model, failure mid-write, unknown `--to` | clear error; nothing written, no temporary folder left |
 """
@@ -166,6 +167,23 @@ def test_hugging_face_round_trip_is_bit_identical(layout, st_checkpoint, st_chec
     for key in ("layer_types", "sliding_window", "query_pre_attn_scalar", "head_dim",
                 "use_bidirectional_attention", "vocab_size", "rms_norm_eps"):
         assert config[key] == expected[key], key
+
+
+def test_bfloat16_model_exports_bfloat16(st_checkpoint, tmp_path):
+    model = eg.EmbeddingGemma.from_preset(st_checkpoint, dtype="bfloat16")
+    model.save_to_sentence_transformers(str(tmp_path / "bf16"))
+    config = json.loads((tmp_path / "bf16" / "config.json").read_text())
+    assert config["dtype"] == "bfloat16"
+    exported = tensors(tmp_path / "bf16")
+    assert {str(v.dtype) for v in exported.values()} == {"bfloat16"}
+    theirs, ours = load_st(tmp_path / "bf16").encode_query(TEXTS), model.encode_query(TEXTS)
+    # Two bfloat16 computations of a random model, each about 4e-3 from float32.
+    assert np.min(np.sum(theirs * ours, axis=1)) > 0.995
+    again = tmp_path / "again"
+    eg.EmbeddingGemma.from_preset(str(tmp_path / "bf16"), dtype="bfloat16") \
+        .save_to_sentence_transformers(str(again))
+    for key, value in tensors(again).items():
+        assert value.tobytes() == exported[key].tobytes(), key
 
 
 def test_sharded_weights_load_everywhere(exported, tmp_path):
