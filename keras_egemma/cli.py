@@ -136,6 +136,12 @@ def _parser():
         default=None,
         help="GGUF tensor type for --to gguf (default f16).",
     )
+    convert.add_argument(
+        "--dequantize",
+        action="store_true",
+        help="Export a quantized model's weights as the floats its layers compute with "
+        "(formats other than a preset hold float weights).",
+    )
     return parser
 
 
@@ -437,7 +443,11 @@ def _convert(args, out):
     name, method = CONVERT_TARGETS[args.to]
     if args.type is not None and args.to != "gguf":
         raise ValueError(f"--type applies to --to gguf only, not --to {args.to}.")
+    if args.dequantize and args.to == "preset":
+        raise ValueError("--dequantize applies to exports (--to), not to a preset.")
     options = {} if args.type is None else {"file_type": args.type}
+    if args.dequantize:
+        options["dequantize"] = True
     model = _load(args.source)
     getattr(model, method)(args.destination, **options)
     print(f"Saved {args.source} as {name} in {args.destination}", file=out)

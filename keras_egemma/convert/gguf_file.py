@@ -26,6 +26,7 @@ from sentencepiece import sentencepiece_model_pb2 as spm_pb2
 from keras_egemma.convert.huggingface import backbone_weight_plan
 from keras_egemma.models.backbone import FULL
 from keras_egemma.models.backbone import SLIDING
+from keras_egemma.quantization.dequantization import dequantized_copy
 from keras_egemma.version import __version__
 
 ARCHITECTURE = "gemma-embedding"
@@ -58,7 +59,7 @@ def check_expressible(model, file_type):
     backbone = model.backbone
     if getattr(model, "quantization", None) is not None:
         _refuse(f"it is quantized ({model.quantization.get('mode')}); export the float model "
-                "with file_type='q8_0' instead.")
+                "with file_type='q8_0', or pass dequantize=True.")
     if model.pooling not in _POOLING:
         _refuse(f"it pools with {model.pooling!r}; llama.cpp pools by mean, first or last token.")
     if len(model.projection_head.units) != 2:
@@ -177,7 +178,7 @@ def _is_ours(path):
         return False
 
 
-def save_gguf(model, path, file_type="f16"):
+def save_gguf(model, path, file_type="f16", dequantize=False):
     """Saves `model` as a GGUF file, written beside `path` and renamed into place.
 
     Args:
@@ -186,6 +187,8 @@ def save_gguf(model, path, file_type="f16"):
             function wrote it.
         file_type: `"f32"`, `"f16"` (matrices in float16, the default) or
             `"q8_0"` (matrices in 8-bit blocks of 32).
+        dequantize: write a quantized model's weights as the floats its layers
+            compute with instead of refusing it.
 
     Example:
     ```python
@@ -193,6 +196,7 @@ def save_gguf(model, path, file_type="f16"):
     # llama-embedding -m embeddinggemma-f16.gguf -p "task: search result | query: red planet?"
     ```
     """
+    model = dequantized_copy(model) if dequantize else model
     check_expressible(model, file_type)
     target = os.path.abspath(os.fspath(path))
     if os.path.isdir(target) or (os.path.exists(target) and not _is_ours(target)):

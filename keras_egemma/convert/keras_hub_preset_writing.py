@@ -25,6 +25,7 @@ from keras_egemma.convert.keras_hub_preset import embedding_weight_pairs
 from keras_egemma.io.atomic_saving import save_atomically
 from keras_egemma.models.backbone import FULL
 from keras_egemma.models.backbone import SLIDING
+from keras_egemma.quantization.dequantization import dequantized_copy
 from keras_egemma.version import __version__
 
 # Added to KerasHub's metadata.json: marks a preset this writer may replace.
@@ -42,7 +43,8 @@ def check_expressible(model):
     differently."""
     backbone = model.backbone
     if getattr(model, "quantization", None) is not None:
-        _refuse(f"it is quantized ({model.quantization.get('mode')}); export the float model.")
+        _refuse(f"it is quantized ({model.quantization.get('mode')}); export the float model, "
+                "or pass dequantize=True.")
     if model.pooling != "mean":
         _refuse(f"it pools with {model.pooling!r}; KerasHub's embedding model mean-pools.")
     if len(model.projection_head.units) != 2 or not model.projection_head.normalize:
@@ -126,7 +128,7 @@ def is_replaceable_preset(directory):
     )
 
 
-def save_keras_hub_preset(model, path, max_shard_size=10):
+def save_keras_hub_preset(model, path, max_shard_size=10, dequantize=False):
     """Saves `model` as a KerasHub embedding `Gemma3Backbone` preset, atomically.
 
     Args:
@@ -135,6 +137,8 @@ def save_keras_hub_preset(model, path, max_shard_size=10):
         path: the folder; an existing one is replaced only if it is empty or
             was written here.
         max_shard_size: largest weights file in GB before KerasHub shards.
+        dequantize: write a quantized model's weights as the floats its layers
+            compute with instead of refusing it.
 
     Example:
     ```python
@@ -142,6 +146,7 @@ def save_keras_hub_preset(model, path, max_shard_size=10):
     keras_hub.models.Gemma3Backbone.from_preset("./embeddinggemma_keras_hub")
     ```
     """
+    model = dequantized_copy(model) if dequantize else model
     check_expressible(model)
     tokenizer = model.preprocessor.tokenizer
     # KerasHub's tokenizer checks for Gemma 3's image tokens unless told there are none.

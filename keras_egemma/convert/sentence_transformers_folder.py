@@ -26,6 +26,7 @@ from keras_egemma.convert.safetensors_writing import write_safetensors_file
 from keras_egemma.convert.safetensors_writing import write_sharded_safetensors
 from keras_egemma.convert.tokenizer_json import tokenizer_json_from_spm_proto
 from keras_egemma.io.atomic_saving import save_atomically
+from keras_egemma.quantization.dequantization import dequantized_copy
 from keras_egemma.version import __version__
 
 ST_CONFIG = "config_sentence_transformers.json"
@@ -51,9 +52,9 @@ def check_expressible(model):
     if getattr(model, "quantization", None) is not None:
         raise ValueError(
             f"This model is quantized ({model.quantization.get('mode')}); Gemma3TextModel and "
-            "sentence-transformers' Dense hold float weights, and writing them would need a "
-            "de-quantized copy that is not the model you evaluated. Export the float model "
-            "(before `quantize`), and quantize in the serving runtime."
+            "sentence-transformers' Dense hold float weights. Export the float model (before "
+            "`quantize`), or pass dequantize=True to write the float weights its quantized "
+            "layers compute with."
         )
     if model.preprocessor is None:
         raise ValueError("This model has no preprocessor, so there is no tokenizer to export.")
@@ -156,7 +157,8 @@ def _module(index, name, path):
 
 
 def write_sentence_transformers_folder(model, folder, max_shard_bytes, card):
-    """Writes every file into the existing, empty `folder`."""
+    """Writes every file into the existing, empty `folder`; `card` is the
+    README text."""
     backbone, preprocessor = model.backbone, model.preprocessor
     entries = [
         (name, shape, variable.dtype, lambda v=variable, f=to_hf: f(_numpy(v)))
@@ -213,10 +215,10 @@ def write_sentence_transformers_folder(model, folder, max_shard_bytes, card):
         },
     )
     with open(os.path.join(folder, "README.md"), "w", encoding="utf-8") as f:
-        f.write(model_card(model, **card))
+        f.write(card)
 
 
-def save_sentence_transformers_folder(model, path, max_shard_size=5, **card):
+def save_sentence_transformers_folder(model, path, max_shard_size=5, dequantize=False, **card):
     """Saves `model` as a sentence-transformers folder at `path`, atomically.
 
     Args:
@@ -225,6 +227,9 @@ def save_sentence_transformers_folder(model, path, max_shard_size=5, **card):
         path: the folder; an existing one is replaced only if it is empty or
             was written here.
         max_shard_size: largest `model.safetensors` in GB before sharding.
+        dequantize: write a quantized model's weights as the floats its layers
+            compute with (`keras_egemma.quantization.dequantization`) instead of
+            refusing it.
         **card: `keras_egemma.convert.model_card.model_card` arguments.
 
     Example:
@@ -233,11 +238,14 @@ def save_sentence_transformers_folder(model, path, max_shard_size=5, **card):
     SentenceTransformer("./my-embeddinggemma").encode_query(["a query"])
     ```
     """
-    check_expressible(model)
+    source = dequantized_copy(model) if dequantize else model
+    check_expressible(source)
+    # The card describes the model as trained (its history, its objective).
+    text = model_card(model, **card)
     max_shard_bytes = int(max_shard_size * 1e9)
 
     def save(folder):
-        write_sentence_transformers_folder(model, folder, max_shard_bytes, card)
+        write_sentence_transformers_folder(source, folder, max_shard_bytes, text)
 
     save_atomically(
         save, path, replaceable=is_replaceable_folder,

@@ -117,7 +117,8 @@ class PresetMethods:
 
         save_atomically(save, preset_dir)
 
-    def save_to_sentence_transformers(self, path, max_shard_size=5, **model_card):
+    def save_to_sentence_transformers(self, path, max_shard_size=5, dequantize=False,
+                                      **model_card):
         """Saves the model as a sentence-transformers / Hugging Face folder.
 
         The folder of `google/embeddinggemma-300m`: a `Gemma3TextModel`
@@ -128,12 +129,16 @@ class PresetMethods:
         `from_preset`. Written atomically, like `save_to_preset`.
 
         Refused, with nothing written: attention pooling (sentence-transformers
-        has no learned pooling) and a quantized model (export the float one).
+        has no learned pooling) and a quantized model unless `dequantize=True`.
 
         Args:
             path: folder to write; an existing one is replaced only if empty or
                 written by this method.
             max_shard_size: largest `model.safetensors` in GB before sharding.
+            dequantize: for a quantized model, write the float weights its
+                quantized layers compute with (equal outputs for int4 layers;
+                int8 layers also round activations, which the float copy does
+                not).
             **model_card: `base_model`, `license`, `training_data`,
                 `evaluation` (see `keras_egemma.convert.model_card.model_card`).
 
@@ -146,9 +151,11 @@ class PresetMethods:
         SentenceTransformer("./my-embeddinggemma").encode_query(["a query"])
         ```
         """
-        save_sentence_transformers_folder(self, path, max_shard_size=max_shard_size, **model_card)
+        save_sentence_transformers_folder(
+            self, path, max_shard_size=max_shard_size, dequantize=dequantize, **model_card
+        )
 
-    def save_to_keras_hub(self, preset_dir, max_shard_size=10):
+    def save_to_keras_hub(self, preset_dir, max_shard_size=10, dequantize=False):
         """Saves the model as a KerasHub `Gemma3Backbone(is_embedding_model=True)`
         preset with its `Gemma3Tokenizer`, the layout of Kaggle's
         `embedding_gemma3_300m`, which `keras_hub.models.Gemma3Backbone.from_preset`
@@ -159,12 +166,14 @@ class PresetMethods:
         side: its embeddings equal ours on texts of at most `sliding_window // 2`
         tokens. Refused, with nothing written: what KerasHub cannot build (other
         poolings or heads, layer patterns, RoPE bases, `query_pre_attn_scalar !=
-        head_dim`) and a quantized model.
+        head_dim`) and a quantized model unless `dequantize=True`.
 
         Args:
             preset_dir: folder to write; an existing one is replaced only if
                 empty or written by this method.
             max_shard_size: largest weights file in GB before KerasHub shards.
+            dequantize: for a quantized model, write the float weights its
+                quantized layers compute with.
 
         Example:
         ```python
@@ -172,9 +181,11 @@ class PresetMethods:
         keras_hub.models.Gemma3Backbone.from_preset("./embeddinggemma_keras_hub")
         ```
         """
-        save_keras_hub_preset(self, preset_dir, max_shard_size=max_shard_size)
+        save_keras_hub_preset(
+            self, preset_dir, max_shard_size=max_shard_size, dequantize=dequantize
+        )
 
-    def save_to_gguf(self, path, file_type="f16"):
+    def save_to_gguf(self, path, file_type="f16", dequantize=False):
         """Saves the model as a GGUF file for llama.cpp and Ollama.
 
         What llama.cpp's own converter writes for EmbeddingGemma with its Dense
@@ -188,13 +199,16 @@ class PresetMethods:
 
         Refused, with nothing written: what llama.cpp cannot build (layer
         pattern, sliding RoPE base, `query_pre_attn_scalar != head_dim`, pooling,
-        head) and a quantized model (use `file_type="q8_0"`).
+        head) and a quantized model unless `dequantize=True` (or export the
+        float model with `file_type="q8_0"`).
 
         Args:
             path: the `.gguf` file; an existing one is replaced only if this
                 method wrote it.
             file_type: `"f32"`, `"f16"` (matrices in float16; the default) or
                 `"q8_0"` (matrices in blocks of 32 int8 values with a scale).
+            dequantize: for a quantized model, write the float weights its
+                quantized layers compute with (then stored as `file_type`).
 
         Example:
         ```python
@@ -203,4 +217,4 @@ class PresetMethods:
         #     -p "task: search result | query: Which planet is red?"
         ```
         """
-        save_gguf(self, path, file_type=file_type)
+        save_gguf(self, path, file_type=file_type, dequantize=dequantize)
