@@ -104,6 +104,14 @@ def test_distributed_batches_stay_full_with_a_warning(model, monkeypatch):
     assert [int(x["query"]["token_ids"].shape[0]) for x, _ in ds] == [4, 4]
 
 
+def test_gradient_caching_trains_on_full_batches_only(model):
+    model.compile(gradient_cache_chunk_size=2)
+    counter = _BatchSizes()
+    with pytest.warns(UserWarning, match="gradient caching needs full batches of 4"):
+        model.fit(examples(10), batch_size=4, verbose=0, callbacks=[counter])
+    assert counter.steps == 2
+
+
 def test_a_nan_loss_stops_training_naming_the_step():
     keras.utils.set_random_seed(0)
     model = eg.EmbeddingGemma.from_preset("embeddinggemma_tiny")

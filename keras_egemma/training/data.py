@@ -249,21 +249,23 @@ _SINGLE_LEFT_OUT = (
 )
 
 
-def _batch(ds, batch_size):
+def _batch(ds, batch_size, full_batches):
     """Batches `ds`, keeping a partial last batch where it can be trained on.
 
     A last batch of one example cannot be (its query has no in-batch
     negative) and is left out with a one-line message; so is any partial
-    batch under a data-parallel distribution.
+    batch where batches must be full (gradient caching splits them into
+    equal chunks, a data-parallel distribution over equal devices).
     """
     count = int(ds.cardinality())
     known = count >= 0
-    if _splits_batches():
+    if full_batches or _splits_batches():
         if known and count % batch_size:
+            reason = "gradient caching" if full_batches else "a distributed batch"
             warnings.warn(
                 f"The last {count % batch_size} of {count} training examples are left out of "
-                f"each epoch: a distributed batch of {batch_size} must be full. Use a batch "
-                "size that divides the number of examples to train on all of them.",
+                f"each epoch: {reason} needs full batches of {batch_size}. Use a batch size "
+                "that divides the number of examples to train on all of them.",
                 stacklevel=4,
             )
         return ds.batch(batch_size, drop_remainder=True)
@@ -292,6 +294,7 @@ def as_training_dataset(
     batch_size=32,
     sequence_length=None,
     padding="longest",
+    full_batches=False,
     query_task="query",
     document_task="document",
     shuffle=False,
@@ -313,6 +316,9 @@ def as_training_dataset(
             to a length bucket (16, 32, 64, 128, 192, 256, ...);
             `"max_length"` pads every batch to `sequence_length` (one shape
             throughout, e.g. for TPUs).
+        full_batches: leave out a partial last batch (with a warning), as
+            gradient caching needs; also the case under a data-parallel
+            distribution.
         query_task / document_task: prompt names for queries and for
             positives and negatives (defaults: retrieval query / document).
         shuffle: shuffle examples (buffer of 10,000) before batching.
@@ -355,6 +361,6 @@ def as_training_dataset(
             raise ValueError(
                 f"`batch_size` must be an int >= 2 for in-batch negatives, got {batch_size!r}."
             )
-        ds = _batch(ds, batch_size)
+        ds = _batch(ds, batch_size, full_batches)
     fn = _tokenize_batch(preprocessor, sequence_length, query_prompt, document_prompt, padding)
     return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

@@ -183,6 +183,7 @@ class TrainingMethods:
             batch_size=batch_size,
             sequence_length=sequence_length,
             padding=padding,
+            full_batches=bool(getattr(self, "gradient_cache_chunk_size", None)),
             query_task=query_task,
             document_task=document_task,
             shuffle=shuffle,
@@ -217,7 +218,9 @@ class TrainingMethods:
             y: must be `None` (targets come from the examples).
             batch_size: examples per batch (in-batch negatives). Default 32.
                 A partial last batch is trained on; a last batch of a
-                single example is left out with a one-line message.
+                single example is left out with a one-line message, and so
+                is any partial batch with gradient caching or under a
+                data-parallel distribution (they need full batches).
             epochs: passes over the data.
             validation_data: examples in the same forms, for `val_loss`.
             sequence_length: longest text in tokens, longer ones are
