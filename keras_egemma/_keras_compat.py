@@ -655,3 +655,72 @@ def sentencepiece_op(tokenizer, op):
         yield
     finally:
         tokenizer._sentence_piece = own
+
+
+# --- torch_fused_adam ---------------------------------------------------------
+
+
+@_patch(
+    "torch_fused_adam",
+    "Adam / AdamW steps on the PyTorch backend in one fused pass per tensor "
+    "(keras_egemma.training.model_training)",
+)
+def _check_torch_fused_adam():
+    if keras.backend.backend() != "torch":
+        return
+    import torch
+    from keras.src.backend.torch.optimizers import torch_adam
+
+    _has_attribute(torch_adam.Adam, "_parallel_update_step")
+    optimizer = keras.optimizers.Adam()
+    optimizer.build([keras.Variable(np.zeros(2, "float32"))])
+    for name in ("_momentums", "_velocities", "_get_variable_index"):
+        assert hasattr(optimizer, name), f"keras Adam has no {name}"
+    assert hasattr(torch, "_fused_adam_"), "torch._fused_adam_ is gone"
+
+
+def use_fused_adam(optimizer):
+    """Makes a Keras Adam / AdamW (not AMSGrad) on the PyTorch backend update
+    each tensor in one fused pass (`torch._fused_adam_`, the kernel of
+    `torch.optim.Adam(fused=True)`).
+
+    Keras' own step builds five temporaries the size of every parameter,
+    which at the published size (300M parameters) is most of a CPU step.
+    The fused update is Keras' rule exactly: its epsilon is added to
+    `sqrt(v)` before the bias correction, torch's after, so torch's gets
+    `epsilon / sqrt(1 - beta_2 ** t)`. Weight decay stays Keras' own (an
+    in-place multiply before the update). Returns whether it applied; only
+    this optimizer instance changes.
+    """
+    if keras.backend.backend() != "torch":
+        return False
+    import torch
+    from keras.src.backend.torch.optimizers import torch_adam
+
+    if not isinstance(optimizer, torch_adam.Adam) or optimizer.amsgrad:
+        return False
+    if not all(isinstance(b, float) for b in (optimizer.beta_1, optimizer.beta_2)):
+        return False
+
+    def update(grads, variables, learning_rate):
+        step = float(optimizer.iterations.value) + 1.0
+        lr = float(learning_rate)
+        epsilon = optimizer.epsilon / (1.0 - optimizer.beta_2**step) ** 0.5
+        groups = {}
+        for grad, variable in zip(grads, variables):
+            index = optimizer._get_variable_index(variable)
+            tensors = (variable.value, grad, optimizer._momentums[index].value,
+                       optimizer._velocities[index].value)
+            for group, tensor in zip(groups.setdefault(variable.value.dtype, ([], [], [], [])),
+                                     tensors):
+                group.append(tensor)
+        steps = torch.tensor(step)
+        for params, group_grads, momentums, velocities in groups.values():
+            torch._fused_adam_(
+                params, group_grads, momentums, velocities, [], [steps] * len(params),
+                amsgrad=False, lr=lr, beta1=optimizer.beta_1, beta2=optimizer.beta_2,
+                weight_decay=0.0, eps=epsilon, maximize=False, grad_scale=None, found_inf=None,
+            )
+
+    optimizer._parallel_update_step = update
+    return True

@@ -130,3 +130,30 @@ def test_weights_shape_mismatch_reads_keras_message():
     assert path.endswith("probe")
     assert expected.replace(" ", "") == "2,3" and got.replace(" ", "") == "4,5"
     assert compat.weights_shape_mismatch(ValueError("something else")) is None
+
+
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_fused_adam_follows_keras_adam(amsgrad):
+    """On PyTorch the fused step is Keras' AdamW rule (its epsilon, weight
+    decay and learning-rate schedule); elsewhere, and for AMSGrad, Keras' own
+    step is kept."""
+    rng = np.random.default_rng(0)
+    init = [rng.normal(size=(7, 5)).astype("float32"), rng.normal(size=(3,)).astype("float32")]
+    grads = [[rng.normal(size=x.shape).astype("float32") for x in init] for _ in range(20)]
+    finals = []
+    for fused in (False, True):
+        variables = [keras.Variable(x) for x in init]
+        optimizer = keras.optimizers.AdamW(
+            keras.optimizers.schedules.ExponentialDecay(1e-2, 10, 0.9), weight_decay=0.01,
+            epsilon=1e-3, amsgrad=amsgrad,
+        )
+        optimizer.build(variables)
+        if fused:
+            applies = keras.backend.backend() == "torch" and not amsgrad
+            assert compat.use_fused_adam(optimizer) is applies
+        for step in grads:
+            optimizer.apply([keras.ops.convert_to_tensor(g) for g in step], variables)
+        finals.append([keras.ops.convert_to_numpy(v) for v in variables])
+    for keras_value, fused_value, start in zip(*finals, init):
+        assert np.abs(keras_value - start).max() > 0.05
+        np.testing.assert_allclose(fused_value, keras_value, atol=2e-6)

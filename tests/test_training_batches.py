@@ -140,3 +140,10 @@ def test_dataset_input_keeps_its_partial_batch(model):
     sizes = [int(x["query"]["token_ids"].shape[0])
              for x, _ in as_training_dataset(data, model.preprocessor, batch_size=4)]
     assert sizes == [4, 2]
+
+
+def test_compile_gives_pytorch_the_fused_adam_step():
+    model = eg.EmbeddingGemma.from_preset("embeddinggemma_tiny")
+    model.compile(optimizer=keras.optimizers.AdamW(1e-4))
+    fused = "_parallel_update_step" in vars(model.optimizer)
+    assert fused is (keras.backend.backend() == "torch")

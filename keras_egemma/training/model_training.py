@@ -7,6 +7,7 @@ its Keras model interface (`self(...)`, `embedding_dim`, `preprocessor`).
 
 import keras
 
+from keras_egemma import _keras_compat
 from keras_egemma.training import gradient_cache
 from keras_egemma.training.data import as_training_dataset
 from keras_egemma.training.distributed import gather_across_replicas
@@ -99,6 +100,8 @@ class TrainingMethods:
                 self.distillation_projection = projection
             loss = None
         super().compile(optimizer=optimizer, loss=loss, **kwargs)
+        # PyTorch: Keras' Adam step allocates five parameter-sized temporaries.
+        _keras_compat.use_fused_adam(getattr(self.optimizer, "inner_optimizer", self.optimizer))
         if self.objective is not None:
             self._term_trackers = {
                 name: keras.metrics.Mean(name=name) for name in ("nce", "spread_out")
