@@ -147,3 +147,18 @@ def test_compile_gives_pytorch_the_fused_adam_step():
     model.compile(optimizer=keras.optimizers.AdamW(1e-4))
     fused = "_parallel_update_step" in vars(model.optimizer)
     assert fused is (keras.backend.backend() == "torch")
+
+
+def test_fit_traces_its_step_once_per_batch_shape(model):
+    """TensorFlow traces a step that creates the optimizer's variables twice;
+    `fit` builds them first. JAX traces once per shape, PyTorch runs eagerly."""
+    calls = []
+    step = model.train_step
+
+    def counting_step(*args):
+        calls.append(1)
+        return step(*args)
+
+    model.train_step = counting_step
+    model.fit(examples(12), batch_size=4, sequence_length=32, verbose=0, shuffle=False)
+    assert len(calls) == (3 if keras.backend.backend() == "torch" else 1)

@@ -272,6 +272,11 @@ class TrainingMethods:
         callbacks = list(kwargs.pop("callbacks", None) or [])
         if not any(isinstance(c, StopOnNonFiniteLoss) for c in callbacks):
             callbacks.append(StopOnNonFiniteLoss())
+        if keras.backend.backend() == "tensorflow" and not self.optimizer.built:
+            # Built before the step is traced: TensorFlow traces a function
+            # that creates variables twice, which doubles the first step.
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.trainable_variables)
         # Shuffling happened in the pipeline; Keras cannot shuffle a dataset.
         return keras.Model.fit(
             self, train, epochs=epochs, validation_data=validation, shuffle=False,
