@@ -2,6 +2,10 @@
 the decoder / T5Gemma initialisations, atomic `save_to_preset`, and the
 exports to sentence-transformers, KerasHub and GGUF (`keras_egemma.convert`)."""
 
+import os
+import shutil
+import tempfile
+
 from keras_egemma.convert.gguf_file import save_gguf
 from keras_egemma.convert.initialization import embedding_gemma_from_decoder
 from keras_egemma.convert.initialization import embedding_gemma_from_t5gemma
@@ -11,6 +15,9 @@ from keras_egemma.io.atomic_saving import save_atomically
 from keras_egemma.io.mapped_weights import zero_copy_weight_files
 from keras_egemma.io.packed_int4 import int4_weights_left_packed
 from keras_egemma.io.preset_loading import load_embedding_gemma
+from keras_egemma.io.saved_dtype import check_saved_dtype
+from keras_egemma.io.saved_dtype import computing_in_variable_dtype
+from keras_egemma.io.saved_dtype import variable_dtype
 from keras_egemma.models.dtypes import check_dtype
 
 
@@ -39,7 +46,10 @@ class PresetMethods:
         Args:
             preset: name, path or handle.
             load_weights: `False` builds the architecture with random weights.
-            dtype: `"float32"` (default) or `"bfloat16"`.
+            dtype: `"float32"` (default), `"bfloat16"`, or `"mixed_bfloat16"`
+                (float32 weights, bfloat16 compute: mixed-precision
+                training). `None` follows the global policy
+                (`keras.config.dtype_policy()`).
 
         Example:
         ```python
@@ -89,7 +99,7 @@ class PresetMethods:
         """KerasHub's own preset loading, for presets saved by this library."""
         return super().from_preset(preset, **kwargs)
 
-    def save_to_preset(self, preset_dir, max_shard_size=10):
+    def save_to_preset(self, preset_dir, max_shard_size=10, dtype=None):
         """Saves the model, its tokenizer and its prompts to a preset folder.
 
         The files are written to a temporary folder beside `preset_dir` and
@@ -98,9 +108,19 @@ class PresetMethods:
         if it is empty or a preset saved by this library; any other existing
         path raises `ValueError` and is left untouched.
 
+        A model trained in mixed precision (`mixed_bfloat16`) is saved as a
+        float32 preset, and a model with LoRA adapters as a plain preset with
+        the adapters merged into its kernels (`save_lora_weights` saves the
+        adapters alone).
+
         Args:
             preset_dir: folder to write.
             max_shard_size: largest weights file in GB before KerasHub shards.
+            dtype: `None` (the dtype of the model's variables: float32 for
+                float32 and mixed_bfloat16 models), `"float32"` or
+                `"bfloat16"` (half the size; `from_preset(..., dtype="bfloat16")`
+                loads it as a bfloat16 model, and by default it loads in
+                the global policy, as every preset does).
 
         Example:
         ```python
@@ -108,14 +128,27 @@ class PresetMethods:
         EmbeddingGemma.from_preset("./my_embeddinggemma")
         ```
         """
+        target = check_saved_dtype(self, dtype)
         save_preset = super().save_to_preset
 
-        def save(folder):
+        def save_own(folder):
             # Large tensors on page boundaries: JAX maps them when loading.
-            with zero_copy_weight_files(), int4_weights_left_packed():
+            with zero_copy_weight_files(), int4_weights_left_packed(), \
+                    computing_in_variable_dtype(self):
                 save_preset(folder, max_shard_size=max_shard_size)
 
-        save_atomically(save, preset_dir)
+        def save_cast(folder):
+            # Cast through a copy loaded in the target dtype (Keras casts each
+            # weight as it loads): the model itself stays as it is.
+            scratch = tempfile.mkdtemp(prefix=".cast-", dir=os.path.dirname(folder))
+            try:
+                save_own(scratch)
+                copy = type(self).from_preset(scratch, dtype=target)
+                copy.save_to_preset(folder, max_shard_size=max_shard_size)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+
+        save_atomically(save_own if target == variable_dtype(self) else save_cast, preset_dir)
 
     def save_to_sentence_transformers(self, path, max_shard_size=5, dequantize=False,
                                       **model_card):
@@ -151,9 +184,10 @@ class PresetMethods:
         SentenceTransformer("./my-embeddinggemma").encode_query(["a query"])
         ```
         """
-        save_sentence_transformers_folder(
-            self, path, max_shard_size=max_shard_size, dequantize=dequantize, **model_card
-        )
+        with computing_in_variable_dtype(self):
+            save_sentence_transformers_folder(
+                self, path, max_shard_size=max_shard_size, dequantize=dequantize, **model_card
+            )
 
     def save_to_keras_hub(self, preset_dir, max_shard_size=10, dequantize=False):
         """Saves the model as a KerasHub `Gemma3Backbone(is_embedding_model=True)`
@@ -181,9 +215,10 @@ class PresetMethods:
         keras_hub.models.Gemma3Backbone.from_preset("./embeddinggemma_keras_hub")
         ```
         """
-        save_keras_hub_preset(
-            self, preset_dir, max_shard_size=max_shard_size, dequantize=dequantize
-        )
+        with computing_in_variable_dtype(self):
+            save_keras_hub_preset(
+                self, preset_dir, max_shard_size=max_shard_size, dequantize=dequantize
+            )
 
     def save_to_gguf(self, path, file_type="f16", dequantize=False):
         """Saves the model as a GGUF file for llama.cpp and Ollama.
@@ -217,4 +252,5 @@ class PresetMethods:
         #     -p "task: search result | query: Which planet is red?"
         ```
         """
-        save_gguf(self, path, file_type=file_type, dequantize=dequantize)
+        with computing_in_variable_dtype(self):
+            save_gguf(self, path, file_type=file_type, dequantize=dequantize)

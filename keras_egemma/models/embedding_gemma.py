@@ -15,11 +15,14 @@ from keras_egemma.models.preprocessor import check_texts
 from keras_egemma.quantization.model_quantization import QuantizationMethods
 from keras_egemma.quantization.model_quantization import give_layers_own_policies
 from keras_egemma.quantization.weight_quantization import check_saved_quantization
+from keras_egemma.training.lora import LoraMethods
 from keras_egemma.training.model_training import TrainingMethods
 
 
 @keras.saving.register_keras_serializable(package="keras_egemma")
-class EmbeddingGemma(TrainingMethods, QuantizationMethods, PresetMethods, TextEmbedder):
+class EmbeddingGemma(
+    TrainingMethods, LoraMethods, QuantizationMethods, PresetMethods, TextEmbedder
+):
     """EmbeddingGemma: text in, L2-normalised embeddings out.
 
     Backbone (token embeddings) -> pooler (masked mean for the published
@@ -29,9 +32,10 @@ class EmbeddingGemma(TrainingMethods, QuantizationMethods, PresetMethods, TextEm
     to a Matryoshka size and re-normalised.
 
     This file holds the graph and inference; training (`compile`, `fit`),
+    LoRA (`enable_lora`, `save_lora_weights`, `load_lora_weights`),
     quantization (`quantize`, `quantize_aware`) and presets (`from_preset`,
     `save_to_preset`, `from_decoder`, `from_t5gemma`) come from
-    `keras_egemma.training.model_training`,
+    `keras_egemma.training.model_training`, `keras_egemma.training.lora`,
     `keras_egemma.quantization.model_quantization` and
     `keras_egemma.io.model_presets`.
 

@@ -10,6 +10,7 @@ from keras_egemma.quantization.weight_quantization import DEFAULT_BLOCK_SIZE
 from keras_egemma.quantization.weight_quantization import check_quantization_arguments
 from keras_egemma.quantization.weight_quantization import quantizable_layers
 from keras_egemma.quantization.weight_quantization import quantize_weights
+from keras_egemma.training.lora import check_no_lora
 
 
 def give_layers_own_policies(model):
@@ -69,6 +70,7 @@ class QuantizationMethods:
                 "and their quantizers follow the recipe). For custom quantization, call "
                 "`layer.quantize(...)` on the layers of `model.backbone`."
             )
+        check_no_lora(self, "quantize")
         qat = getattr(self, "quantization_aware", None)
         if mode is None and qat is not None:
             # After quantization-aware training, its recipe by default.
@@ -110,6 +112,8 @@ class QuantizationMethods:
         model.quantize()          # int4, block 32: the deployable model
         ```
         """
+        if mode is not None:
+            check_no_lora(self, "quantization-aware train")
         if mode is None:
             disable_fake_quantization(self)
             self.quantization_aware = None
