@@ -196,21 +196,40 @@ def quantized_full_size(data):
     return table(header, rows, "lr" + "r" * len(BACKEND_ORDER))
 
 
+VARIANTS = {"full": "", "lora8": ", LoRA rank 8", "mixed_bfloat16": ", mixed bfloat16"}
+
+
 def train_speed(data):
-    (d,) = data
-    results = d["results"]
+    configs = {k: v for d in data for k, v in d["config"]["configurations"].items()}
+    runs = [r for d in data for r in d["runs"]]
+    shapes = []
+    for r in runs:
+        if (r["config"], r["batch"], r["length"]) not in shapes:
+            shapes.append((r["config"], r["batch"], r["length"]))
     rows = []
-    for name in sorted(results, key=run_order):
-        library, backend, _ = parse_run_name(name)
-        label = (f"keras_egemma, {BACKENDS.get(backend, backend)}" if library == "keras_egemma"
-                 else "sentence-transformers `MultipleNegativesRankingLoss` (PyTorch)"
-                 if library.startswith("sentence-transformers MNRL") else name)
-        r = results[name]
-        rows.append([label, num(r["steps_per_s"]), f"{r['tokens_per_s']:,.0f}"])
-    c = d["config"]
-    caption = (f"{c['layers']} layers, {c['hidden']} wide, random weights; batches of "
-               f"{c['batch']} (query, positive) pairs of {c['length']} tokens")
-    return table(["", "steps/s", "tokens/s"], rows, "lrr") + f"\n\n{caption}."
+    for config, batch, length in shapes:
+        c = configs[config]
+        shape = (f"{config} ({c['num_layers']} layers, {c['hidden_size']} wide), "
+                 f"{batch} pairs x {length} tokens")
+        shape_runs = [r for r in runs if (r["config"], r["batch"], r["length"]) ==
+                      (config, batch, length)]
+        shape_runs.sort(key=lambda r: (r["library"] != "keras_egemma", list(VARIANTS).index(
+            r["variant"]), BACKEND_ORDER.index(r["backend"])))
+        for r in shape_runs:
+            label = (f"keras_egemma, {BACKENDS[r['backend']]}{VARIANTS[r['variant']]}"
+                     if r["library"] == "keras_egemma" else
+                     "sentence-transformers MNRL (PyTorch)")
+            speedup = r["speedup_vs_reference"]
+            rows.append([shape, label, num(r["median_step_s"]), num(r["first_step_s"], 1),
+                         f"{r['tokens_per_s']:,.0f}", f"{r['peak_rss_bytes'] / GIB:.1f} GiB",
+                         "n/a" if speedup is None else f"{speedup:.2f}x"])
+            shape = ""
+    header = ["shape", "run", "median step (s)", "first step (s)", "tokens/s", "peak RSS",
+              "vs reference"]
+    steps = ", ".join(f"3 to {d['config']['steps']} ({', '.join(d['config']['configurations'])})"
+                      for d in data)
+    return table(header, rows, "llrrrrr") + (
+        f"\n\nRandom weights; the median step is over steps {steps} of each run.")
 
 
 def memory_soak(data):
@@ -311,7 +330,7 @@ TABLES = {
                          inference_memory),
     "quantized_full_size": (["inference_memory.json", "inference_memory_torch.json"],
                             quantized_full_size),
-    "train_speed": (["train_speed.json"], train_speed),
+    "train_speed": (["train_speed.json", "train_speed_small.json"], train_speed),
     "memory_soak": (["memory_soak.json"], memory_soak),
     "bundled_model": (["bundled_model.json"], bundled_model),
     "bundled_model_speed": (["bundled_model_speed.json"], bundled_model_speed),
