@@ -17,13 +17,13 @@ outside that is refused. GGUF has no key for prompts: they are written under
 """
 
 import os
-import tempfile
 
 import keras
 import numpy as np
 from sentencepiece import sentencepiece_model_pb2 as spm_pb2
 
 from keras_egemma.convert.huggingface import backbone_weight_plan
+from keras_egemma.io.atomic_saving import save_file_atomically
 from keras_egemma.models.backbone import FULL
 from keras_egemma.models.backbone import SLIDING
 from keras_egemma.quantization.dequantization import dequantized_copy
@@ -204,14 +204,4 @@ def save_gguf(model, path, file_type="f16", dequantize=False):
             f"{target} exists and is not a GGUF file written by keras_egemma, so it will not "
             "be replaced. Choose a new path, or remove it first."
         )
-    parent, name = os.path.split(target)
-    os.makedirs(parent, exist_ok=True)
-    handle, staging = tempfile.mkstemp(prefix=f".{name}.saving-", dir=parent)
-    os.close(handle)
-    try:
-        write_gguf(model, staging, file_type)
-        os.replace(staging, target)
-    except BaseException:
-        if os.path.exists(staging):
-            os.remove(staging)
-        raise
+    save_file_atomically(lambda staging: write_gguf(model, staging, file_type), target)

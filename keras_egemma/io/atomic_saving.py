@@ -67,3 +67,21 @@ def save_atomically(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def save_file_atomically(write, path):
+    """Calls `write(staging_path)` on a new file beside `path`, then renames
+    it to `path`; on any failure the staging file is removed and `path` is
+    left as it was. Creates `path`'s folder if needed."""
+    target = os.path.abspath(os.fspath(path))
+    parent, name = os.path.split(target)
+    os.makedirs(parent, exist_ok=True)
+    handle, staging = tempfile.mkstemp(prefix=f".{name}.saving-", dir=parent)
+    os.close(handle)
+    try:
+        write(staging)
+        os.replace(staging, target)
+    except BaseException:
+        if os.path.exists(staging):
+            os.remove(staging)
+        raise

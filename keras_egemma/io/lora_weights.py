@@ -3,11 +3,11 @@ layer and the settings that made them, written beside the target and renamed
 into place, so that an interrupted save never leaves half a file."""
 
 import os
-import tempfile
 
 import h5py
 import numpy as np
 
+from keras_egemma.io.atomic_saving import save_file_atomically
 from keras_egemma.io.errors import CheckpointError
 
 FORMAT = "keras_egemma.lora"
@@ -52,11 +52,7 @@ def write_lora_file(path, settings, factors):
             f"{target} exists and is not a LoRA adapter file, so it will not be "
             "replaced. Choose another name, or remove it first."
         )
-    parent, name = os.path.split(target)
-    os.makedirs(parent, exist_ok=True)
-    handle, staging = tempfile.mkstemp(prefix=f".{name}.saving-", dir=parent)
-    os.close(handle)
-    try:
+    def write(staging):
         with h5py.File(staging, "w") as f:
             f.attrs["format"] = FORMAT
             f.attrs["rank"] = int(settings["rank"])
@@ -66,11 +62,8 @@ def write_lora_file(path, settings, factors):
                 group = f.create_group(key)
                 group["lora_kernel_a"] = np.asarray(a, "float32")
                 group["lora_kernel_b"] = np.asarray(b, "float32")
-        os.replace(staging, target)
-    except BaseException:
-        if os.path.exists(staging):
-            os.remove(staging)
-        raise
+
+    save_file_atomically(write, target)
 
 
 def read_lora_file(path):
