@@ -79,10 +79,12 @@ print(f"{len(queries)} queries, {len(documents)} documents")
 # %% [markdown]
 # ## Five formats, saved as presets
 # float32 and bfloat16 load with a dtype; the three quantized formats are
-# the float32 model after `quantize`: per-channel int8, the paper's mixed
-# recipe (int8 attention, int4 per-channel embedding table, feed-forward and
-# head) and int4 with one scale per block of 32 inputs. Size on disk is the
-# preset's weight files.
+# the float32 model after `quantize`: per-channel int8, mixed (int8
+# attention, int4 with one scale per block of 32 inputs for the embedding
+# table, feed-forward and head) and int4 per block everywhere. (The paper's
+# per-channel mixed recipe, `"mixed_per_channel"`, is for weights trained
+# for it with `quantize_aware`; after training it loses the most.) Size on
+# disk is the preset's weight files.
 
 # %%
 WORK = tempfile.mkdtemp()

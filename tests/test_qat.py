@@ -47,7 +47,7 @@ def embed(model, texts, length=16):
     return ops.convert_to_numpy(model(batch, training=False))
 
 
-@pytest.mark.parametrize("mode", ["int8", "int4", "mixed"])
+@pytest.mark.parametrize("mode", ["int8", "int4", "mixed", "mixed_per_channel"])
 def test_fake_quantized_forward_is_the_quantized_forward(mode):
     model = tiny()
     float_embeddings = embed(model, TEXTS)
@@ -182,7 +182,7 @@ def task_loss(model, examples):
     return float(np.mean(np.log(np.exp(logits).sum(axis=1)) - np.diag(logits)))
 
 
-GAP_MODE = "mixed"
+GAP_MODE = "mixed_per_channel"
 
 
 def on_grid_tiny(mode=GAP_MODE):
@@ -235,7 +235,7 @@ def test_qat_narrows_the_gap_to_float_compared_with_ptq():
     much of the finetuning is lost; QAT accumulates the updates in the float
     weights until they cross a grid point, so the deployed model keeps them.
 
-    Both arms: the tiny preset on the "mixed" grid (per-channel int4, int8
+    Both arms: the tiny preset on the "mixed_per_channel" grid (per-channel int4, int8
     attention), the same 16 Adam steps (lr 3e-4) on 64 (query, positive)
     pairs; the metric is the in-corpus retrieval loss on 64 held-out pairs
     whose names never occur in training. gap = loss(quantized) -

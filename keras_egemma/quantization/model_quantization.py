@@ -15,12 +15,19 @@ from keras_egemma.training.lora import check_no_lora
 
 def give_layers_own_policies(model):
     """After rebuilding a quantized model from its config: each quantized
-    layer gets its own dtype policy.
+    layer gets its own dtype policy, and a recipe saved by an earlier version
+    gets today's name.
 
     Rebuilt layers hold the whole policy map, and Keras' saving asks
     `layer.dtype_policy.quantization_mode`, which a map answers with its
-    default (float).
+    default (float). Before `"mixed"` used per-block int4, it was the
+    per-channel recipe, saved with no block size: its layers are rebuilt from
+    their own saved policies (per channel) either way, so only the name of
+    the recipe changes, to `"mixed_per_channel"`.
     """
+    recipe = model.quantization
+    if recipe["mode"] == "mixed" and recipe.get("block_size") is None:
+        model.quantization = {**recipe, "mode": "mixed_per_channel"}
     for layer in quantizable_layers(model):
         policy = _keras_compat.layer_dtype_policy(layer)
         if isinstance(policy, keras.dtype_policies.DTypePolicyMap):
@@ -28,7 +35,7 @@ def give_layers_own_policies(model):
 
 
 class QuantizationMethods:
-    """`quantize` (int8, int4, the paper's mixed recipe) and
+    """`quantize` (int8, int4 and the two mixed recipes) and
     `quantize_aware`; mixed into `EmbeddingGemma`."""
 
     def quantize(self, mode=None, config=None, filters=None, block_size=DEFAULT_BLOCK_SIZE,
@@ -48,14 +55,19 @@ class QuantizationMethods:
             mode: `"int8"`: symmetric int8 with one scale per output channel
                 (per table row for the embedding). `"int4"`: int4 with a scale
                 and zero point per block of `block_size` consecutive inputs
-                (like Q4_0/Q4_1), two values per byte. `"mixed"`: the paper's
-                per-channel recipe: int8 for the attention projections, int4
-                for the embedding table, feed-forward and projection head.
+                (like Q4_0/Q4_1), two values per byte. `"mixed"`: int8 for the
+                attention projections, per-block int4 for the embedding table,
+                feed-forward and projection head; the choice after training
+                (closer to float than int4, a little larger).
+                `"mixed_per_channel"`: the paper's recipe, the same layers
+                with one int4 scale per output channel: only for weights
+                trained for it (`quantize_aware("mixed_per_channel")`), since
+                one outlier weight sets the step of its whole channel.
             config: not supported; the recipe is set by `mode` (use
                 `keras.Model.quantize` on a sub-layer for custom quantizers).
             filters: not supported, for the same reason.
-            block_size: inputs per int4 block (`mode="int4"`); must divide
-                every layer's input size. Default 32.
+            block_size: inputs per int4 block (`"int4"` and `"mixed"`); must
+                divide the input size of every layer it applies to. Default 32.
 
         Example:
         ```python
@@ -99,9 +111,10 @@ class QuantizationMethods:
         during QAT saves a float model, and the setting is not saved.
 
         Args:
-            mode: `"int8"`, `"int4"` or `"mixed"` (see `quantize`), or `None`
-                to go back to the float forward.
-            block_size: inputs per int4 block (`mode="int4"`). Default 32.
+            mode: `"int8"`, `"int4"`, `"mixed"` or `"mixed_per_channel"`
+                (see `quantize`), or `None` to go back to the float forward.
+            block_size: inputs per int4 block (`"int4"` and `"mixed"`).
+                Default 32.
 
         Example:
         ```python

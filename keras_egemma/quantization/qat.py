@@ -12,8 +12,8 @@ layer's forward is replaced, on the instance, by one that computes with
   (abs-max over the reduced axes) for an integer matmul, so the fake
   quantizer does too: the finetuned model then sees in training exactly the
   rounding it meets when deployed.
-- int4 per channel (`"mixed"`): the same with the range `[-8, 7]`.
-- int4 per block (`"int4"`): asymmetric, a scale and a zero point per
+- int4 per channel (`"mixed_per_channel"`): the same with the range `[-8, 7]`.
+- int4 per block (`"int4"`, `"mixed"`): asymmetric, a scale and a zero point per
   `block_size` consecutive inputs, `scale = (max - min + eps) / 15`,
   `zero = clip(round(-min / scale) - 8, -8, 7)`,
   `w ~ (clip(round(w / scale) + zero, -8, 7) - zero) * scale`.
@@ -28,6 +28,7 @@ import keras
 from keras import ops
 
 from keras_egemma import _keras_compat
+from keras_egemma.quantization.weight_quantization import BLOCK_MODES
 from keras_egemma.quantization.weight_quantization import check_quantization_arguments
 from keras_egemma.quantization.weight_quantization import quantizable_layers
 from keras_egemma.quantization.weight_quantization import quantization_plan
@@ -190,7 +191,7 @@ def enable_fake_quantization(model, mode, block_size):
         if layer_block == -1:
             layer_block = None
         _keras_compat.set_layer_call(layer, _fake_quantized_call(layer, layer_mode, layer_block))
-    return {"mode": mode, "block_size": block_size if mode == "int4" else None}
+    return {"mode": mode, "block_size": block_size if mode in BLOCK_MODES else None}
 
 
 def disable_fake_quantization(model):

@@ -15,7 +15,9 @@ from keras.quantizers import Int4QuantizationConfig
 from keras_egemma import _keras_compat
 from keras_egemma.io.errors import CheckpointError
 
-MODES = ("int8", "int4", "mixed")
+MODES = ("int8", "int4", "mixed", "mixed_per_channel")
+# Modes whose int4 layers have one scale per block of `block_size` inputs.
+BLOCK_MODES = ("int4", "mixed")
 # Bumped when a preset needs a newer library to be read; loading refuses
 # presets whose version is higher than this.
 QUANTIZATION_FORMAT_VERSION = 1
@@ -69,12 +71,12 @@ def quantization_plan(model, mode, block_size):
     if mode == "int4":
         config = Int4QuantizationConfig(block_size=block_size)
         return [(layer, "int4", config) for layer in layers]
-    # The paper's mixed recipe: per-channel int8 for attention, per-channel
-    # int4 for the embedding table, feed-forward and projection layers.
-    per_channel_int4 = Int4QuantizationConfig(block_size=None)
+    # Both mixed recipes: per-channel int8 for attention, int4 for the
+    # embedding table, feed-forward and projection layers; per block after
+    # training ("mixed"), per channel for weights trained for it (the paper's).
+    int4 = Int4QuantizationConfig(block_size=block_size if mode == "mixed" else None)
     return [
-        (layer, "int8", None) if _is_attention(layer) else (layer, "int4", per_channel_int4)
-        for layer in layers
+        (layer, "int8", None) if _is_attention(layer) else (layer, "int4", int4) for layer in layers
     ]
 
 
@@ -83,8 +85,9 @@ def check_quantization_arguments(model, mode, block_size):
     if mode not in MODES:
         raise ValueError(
             f"Unknown quantization mode {mode!r}. Use one of {', '.join(map(repr, MODES))}: "
-            "'int8' (per-channel), 'int4' (per-block, see `block_size`) or 'mixed' "
-            "(the paper's recipe: int8 attention, int4 elsewhere)."
+            "'int8' (per-channel), 'int4' (per-block, see `block_size`), 'mixed' (int8 "
+            "attention, per-block int4 elsewhere) or 'mixed_per_channel' (the paper's "
+            "recipe, for weights trained for it with `quantize_aware`)."
         )
     if getattr(model, "quantization", None) is not None:
         raise ValueError(
@@ -92,11 +95,13 @@ def check_quantization_arguments(model, mode, block_size):
             "twice compounds the rounding errors: quantize the float model "
             "(`EmbeddingGemma.from_preset(...)` of the unquantized preset) instead."
         )
-    if mode != "int4":
+    if mode not in BLOCK_MODES:
         return
     if not isinstance(block_size, int) or isinstance(block_size, bool) or block_size < 1:
         raise ValueError(f"`block_size` must be a positive int, got {block_size!r}.")
-    for layer in quantizable_layers(model):
+    for layer, layer_mode, _ in quantization_plan(model, mode, block_size):
+        if layer_mode != "int4":
+            continue
         size = _reduced_size(layer)
         if size % block_size:
             raise ValueError(
@@ -121,7 +126,7 @@ def quantize_weights(model, mode, block_size=DEFAULT_BLOCK_SIZE):
         gc.unfreeze()
     return {
         "mode": mode,
-        "block_size": block_size if mode == "int4" else None,
+        "block_size": block_size if mode in BLOCK_MODES else None,
         "format_version": QUANTIZATION_FORMAT_VERSION,
     }
 
