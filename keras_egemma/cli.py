@@ -3,146 +3,47 @@
     keras-egemma search "How do I import a module?"            # bundled sample corpus
     keras-egemma search "query" --corpus ./docs --top-k 5
     keras-egemma embed "first text" "second text" --task query
+    keras-egemma embed "a text" --prompt "task: classification | query: "
     keras-egemma embed --file corpus.txt --task document --dim 256 --output emb.npy
     keras-egemma evaluate ./my_dataset --dim 128 --output metrics.json
     keras-egemma bench --lengths 16 64 256
-    keras-egemma --backend torch bench --dtype bfloat16
+    keras-egemma bench --backend torch --dtype bfloat16
     keras-egemma convert ./embeddinggemma-300m ./my_preset
     keras-egemma convert ./my_preset ./my-embeddinggemma --to sentence-transformers
     keras-egemma convert ./my_preset ./my_keras_hub_preset --to keras-hub
     keras-egemma convert ./my_preset ./embeddinggemma-q8_0.gguf --to gguf --type q8_0
 
-Every command takes `--preset` (default: the bundled `embeddinggemma_mini`).
+The global options (`--backend`, `--preset`) go before or after the command.
 Keras reads its backend at import (and importing this package imports
-Keras), so `--backend` re-runs the command in a fresh interpreter with
-`KERAS_BACKEND` set.
+Keras), so a `--backend` other than the loaded one re-runs the command in a
+fresh interpreter with `KERAS_BACKEND` set.
+
+A command is registered in `COMMANDS` (name -> `Command`): its arguments,
+the function running it and whether it loads `--preset`.
 """
 
 import argparse
 import contextlib
+import dataclasses
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 import warnings
+from typing import Callable
+
+from keras_egemma.io.atomic_saving import save_file_atomically
 
 DEFAULT_PRESET = "embeddinggemma_mini"
 # Files a corpus folder may hold besides text: skipped silently.
 HIDDEN_PREFIXES = (".", "__")
-
-
-def _parser():
-    parser = argparse.ArgumentParser(prog="keras-egemma", description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--backend",
-        choices=["jax", "tensorflow", "torch"],
-        help="Keras backend (default: $KERAS_BACKEND or Keras' default).",
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    def model_options(command, dim=True):
-        command.add_argument(
-            "--preset",
-            default=DEFAULT_PRESET,
-            help=f"Preset name, folder or handle (default: {DEFAULT_PRESET}).",
-        )
-        command.add_argument("--batch-size", type=int, default=32, help="Texts per forward pass.")
-        command.add_argument(
-            "--dtype",
-            choices=["float32", "bfloat16"],
-            default=None,
-            help="Weights and compute precision (default: the preset's, float32 for the "
-            "published model). bfloat16 is fastest with the torch backend on CPUs with "
-            "bf16 instructions.",
-        )
-        if dim:
-            command.add_argument(
-                "--dim", type=int, default=None, help="Matryoshka size (default: the full size)."
-            )
-
-    search = commands.add_parser(
-        "search", help="Rank the documents of a folder or file against queries."
-    )
-    search.add_argument("queries", nargs="+", help="One or more queries.")
-    search.add_argument(
-        "--corpus",
-        default=None,
-        help="A folder (every text file in it, recursively; each paragraph a document), a "
-        "text file (each paragraph a document) or a .jsonl file of "
-        '{"title": ..., "text": ...} (default: the bundled Python reference sample).',
-    )
-    search.add_argument("--top-k", type=int, default=5, help="Results per query (default 5).")
-    model_options(search)
-
-    embed = commands.add_parser("embed", help="Embed texts; print a summary or write a file.")
-    embed.add_argument("texts", nargs="*", help="Texts to embed.")
-    embed.add_argument("--file", help="A UTF-8 text file with one text per line.")
-    embed.add_argument(
-        "--task",
-        default=None,
-        help="Prompt name: query, document, STS, Clustering, ... (default: none).",
-    )
-    embed.add_argument("--output", help="Write embeddings to .npy or .jsonl.")
-    model_options(embed)
-
-    evaluate = commands.add_parser(
-        "evaluate",
-        help="Retrieval (nDCG@10, MRR@10, MAP, recall@k) and STS (Spearman) "
-        "metrics on a local dataset folder.",
-    )
-    evaluate.add_argument(
-        "dataset",
-        help="A folder with corpus.jsonl + queries.jsonl + qrels.tsv (BEIR layout) "
-        "and/or sts.jsonl; see keras_egemma.evaluation.datasets.",
-    )
-    evaluate.add_argument("--output", help="Also write the metrics to this .json file.")
-    model_options(evaluate)
-
-    bench = commands.add_parser("bench", help="Inference speed of model.encode on this machine.")
-    bench.add_argument(
-        "--lengths",
-        type=int,
-        nargs="+",
-        default=[16, 64, 256],
-        help="Text lengths in tokens (default: 16 64 256).",
-    )
-    bench.add_argument("--num-texts", type=int, default=64, help="Texts per length (default 64).")
-    bench.add_argument(
-        "--repeats",
-        type=int,
-        default=3,
-        help="Timed passes per length; the best is reported (default 3).",
-    )
-    model_options(bench, dim=False)
-
-    convert = commands.add_parser(
-        "convert",
-        help="Convert a checkpoint (any layout from_preset reads) into a preset folder, or "
-        "export a model to another runtime's format.",
-    )
-    convert.add_argument("source", help="Checkpoint folder, name or handle.")
-    convert.add_argument("destination", help="Folder to write.")
-    convert.add_argument(
-        "--to",
-        choices=list(CONVERT_TARGETS),
-        default="preset",
-        help="Output format: a keras_egemma preset (default), a sentence-transformers / "
-        "Hugging Face folder, a KerasHub Gemma3Backbone preset, or a GGUF file (llama.cpp, "
-        "Ollama).",
-    )
-    convert.add_argument(
-        "--type",
-        choices=["f32", "f16", "q8_0"],
-        default=None,
-        help="GGUF tensor type for --to gguf (default f16).",
-    )
-    convert.add_argument(
-        "--dequantize",
-        action="store_true",
-        help="Export a quantized model's weights as the floats its layers compute with "
-        "(formats other than a preset hold float weights).",
-    )
-    return parser
+# --backend: the package it imports, and how to install it (as README.md says).
+BACKENDS = {
+    "jax": ("jax", 'pip install -e ".[jax]"'),
+    "tensorflow": ("tensorflow", "pip install -e ."),
+    "torch": ("torch", 'pip install torch==2.13.0 && pip install -e ".[torch]"'),
+}
 
 
 # --- Reading input -----------------------------------------------------------
@@ -219,37 +120,54 @@ def _read_texts(args):
 # --- Writing output ----------------------------------------------------------
 
 
-def _write_atomically(path, write):
-    """Writes through a temporary file, so a failure leaves nothing behind."""
-    tmp = path + ".partial"
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def _write_embeddings(path, texts, embeddings):
     import numpy as np
 
     if path.endswith(".npy"):
 
-        def write(tmp):
-            with open(tmp, "wb") as f:
+        def write(staging):
+            with open(staging, "wb") as f:
                 np.save(f, embeddings)
     elif path.endswith(".jsonl"):
 
-        def write(tmp):
-            with open(tmp, "w", encoding="utf-8") as f:
+        def write(staging):
+            with open(staging, "w", encoding="utf-8") as f:
                 for text, vector in zip(texts, embeddings):
                     f.write(json.dumps({"text": text, "embedding": vector.tolist()}) + "\n")
     else:
         raise ValueError(f"--output must end in .npy or .jsonl, got {path!r}.")
-    _write_atomically(path, write)
+    save_file_atomically(write, path)
 
 
-# --- Commands ----------------------------------------------------------------
+# --- Options shared by commands ----------------------------------------------
+
+
+def _model_options(parser, dim=True):
+    parser.add_argument("--batch-size", type=int, default=32, help="Texts per forward pass.")
+    parser.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16"],
+        default=None,
+        help="Weights and compute precision (default: the preset's, float32 for the "
+        "published model). bfloat16 is fastest with the torch backend on CPUs with "
+        "bf16 instructions.",
+    )
+    if dim:
+        parser.add_argument(
+            "--dim",
+            type=int,
+            default=None,
+            help="Matryoshka size (default: the model's full size).",
+        )
+
+
+def _prompt_option(parser, replaces):
+    parser.add_argument(
+        "--prompt",
+        default=None,
+        metavar="TEXT",
+        help=f"A prefix of your own for each text, instead of {replaces}.",
+    )
 
 
 def _load(preset, dtype=None):
@@ -262,18 +180,34 @@ def _load(preset, dtype=None):
 
 
 def _check_dim(model, dim):
-    """Refuses a bad `--dim` before any text is embedded."""
+    """Refuses a bad `--dim` before any text is embedded, naming the
+    model's own sizes."""
     if dim is not None:
-        import numpy as np
+        from keras_egemma.layers.matryoshka import check_matryoshka_dim
 
-        from keras_egemma.layers import matryoshka_truncate
-
-        matryoshka_truncate(np.zeros((1, model.embedding_dim), "float32"), dim)
+        check_matryoshka_dim(dim, model.embedding_dim, model.matryoshka_dims)
 
 
 def _positive(name, value):
     if value < 1:
         raise ValueError(f"--{name} must be a positive integer, got {value}.")
+
+
+# --- Commands ----------------------------------------------------------------
+
+
+def _search_arguments(parser):
+    parser.add_argument("queries", nargs="+", help="One or more queries.")
+    parser.add_argument(
+        "--corpus",
+        default=None,
+        help="A folder (every text file in it, recursively; each paragraph a document), a "
+        "text file (each paragraph a document) or a .jsonl file of "
+        '{"title": ..., "text": ...} (default: the bundled Python reference sample).',
+    )
+    parser.add_argument("--top-k", type=int, default=5, help="Results per query (default 5).")
+    _prompt_option(parser, "the query prompt (documents keep the document prompt)")
+    _model_options(parser)
 
 
 def _search(args, out):
@@ -291,8 +225,9 @@ def _search(args, out):
         dim=args.dim,
         batch_size=args.batch_size,
     )
-    queries = model.encode_query(
-        args.queries, dim=args.dim, batch_size=args.batch_size, verbose=False
+    query_prompt = {"task": "query"} if args.prompt is None else {"prompt": args.prompt}
+    queries = model.encode(
+        args.queries, dim=args.dim, batch_size=args.batch_size, verbose=False, **query_prompt
     )
     scores = model.similarity(queries, index)
     for query, row in zip(args.queries, scores):
@@ -304,13 +239,30 @@ def _search(args, out):
             print(f"  {rank}. {row[i]:.3f}  {label}\n       {snippet}", file=out)
 
 
+def _embed_arguments(parser):
+    parser.add_argument("texts", nargs="*", help="Texts to embed.")
+    parser.add_argument("--file", help="A UTF-8 text file with one text per line.")
+    prompt = parser.add_mutually_exclusive_group()
+    prompt.add_argument(
+        "--task",
+        default=None,
+        help="Prompt name: query, document, STS, Clustering, ... (default: none).",
+    )
+    _prompt_option(prompt, "a --task prompt")
+    parser.add_argument("--output", help="Write embeddings to .npy or .jsonl.")
+    _model_options(parser)
+
+
 def _embed(args, out):
     import numpy as np
 
     _positive("batch-size", args.batch_size)
     texts = _read_texts(args)
     model = _load(args.preset, args.dtype)
-    embeddings = model.encode(texts, task=args.task, dim=args.dim, batch_size=args.batch_size)
+    _check_dim(model, args.dim)
+    embeddings = model.encode(
+        texts, task=args.task, prompt=args.prompt, dim=args.dim, batch_size=args.batch_size
+    )
     if args.output:
         _write_embeddings(args.output, texts, embeddings)
         print(
@@ -318,9 +270,9 @@ def _embed(args, out):
             file=out,
         )
         return
+    prompt = f"prompt {args.prompt!r}" if args.prompt is not None else f"task {args.task}"
     print(
-        f"{len(texts)} embeddings of size {embeddings.shape[1]} "
-        f"(preset {args.preset}, task {args.task})",
+        f"{len(texts)} embeddings of size {embeddings.shape[1]} (preset {args.preset}, {prompt})",
         file=out,
     )
     shown = min(len(texts), 8)
@@ -330,6 +282,16 @@ def _embed(args, out):
             print(f"  [{i}] {texts[i][:60]!r}: first values {embeddings[i, :4]}", file=out)
         print("cosine similarity:", file=out)
         print(similarity, file=out)
+
+
+def _evaluate_arguments(parser):
+    parser.add_argument(
+        "dataset",
+        help="A folder with corpus.jsonl + queries.jsonl + qrels.tsv (BEIR layout) "
+        "and/or sts.jsonl; see keras_egemma.evaluation.datasets.",
+    )
+    parser.add_argument("--output", help="Also write the metrics to this .json file.")
+    _model_options(parser)
 
 
 def _evaluate(args, out):
@@ -367,12 +329,30 @@ def _evaluate(args, out):
             )
     if args.output:
 
-        def write(tmp):
-            with open(tmp, "w", encoding="utf-8") as f:
+        def write(staging):
+            with open(staging, "w", encoding="utf-8") as f:
                 json.dump(results, f, indent=1)
 
-        _write_atomically(args.output, write)
+        save_file_atomically(write, args.output)
         print(f"Wrote {args.output}", file=out)
+
+
+def _bench_arguments(parser):
+    parser.add_argument(
+        "--lengths",
+        type=int,
+        nargs="+",
+        default=[16, 64, 256],
+        help="Text lengths in tokens (default: 16 64 256).",
+    )
+    parser.add_argument("--num-texts", type=int, default=64, help="Texts per length (default 64).")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="Timed passes per length; the best is reported (default 3).",
+    )
+    _model_options(parser, dim=False)
 
 
 def _bench_texts(model, length, count):
@@ -398,7 +378,8 @@ def _bench(args, out):
     import time
 
     import keras
-    from tqdm.auto import tqdm
+
+    from keras_egemma.models.progress import progress_bar
 
     for name in ("num-texts", "batch-size", "repeats"):
         _positive(name, getattr(args, name.replace("-", "_")))
@@ -407,9 +388,13 @@ def _bench(args, out):
     model = _load(args.preset, args.dtype)
     limit = model.preprocessor.sequence_length
     if max(args.lengths) > limit:
-        raise ValueError(f"--lengths must be at most the preset's sequence_length ({limit}).")
+        raise ValueError(
+            f"--lengths must be at most {args.preset}'s sequence length ({limit} tokens), "
+            f"got {max(args.lengths)}."
+        )
     rows = []
-    for length in tqdm(args.lengths, desc="bench", unit="length", file=sys.stderr):
+    progress = progress_bar(len(args.lengths), "bench", "length")
+    for length in args.lengths:
         texts = _bench_texts(model, length, args.num_texts)
         tokens = sum(len(ids) for ids in model.preprocessor.tokenize_texts(texts))
         model.encode(texts, batch_size=args.batch_size, verbose=False)  # compiles
@@ -419,6 +404,8 @@ def _bench(args, out):
             model.encode(texts, batch_size=args.batch_size, verbose=False)
             best = min(best, time.perf_counter() - start)
         rows.append((length, args.num_texts / best, tokens / best))
+        progress.update(1)
+    progress.close()
     dtype = keras.backend.standardize_dtype(model.backbone.compute_dtype)
     print(
         f"{args.preset} on {keras.backend.backend()}, {dtype}, batch size {args.batch_size}, "
@@ -439,6 +426,31 @@ CONVERT_TARGETS = {
 }
 
 
+def _convert_arguments(parser):
+    parser.add_argument("source", help="Checkpoint folder, name or handle.")
+    parser.add_argument("destination", help="Folder (or, with --to gguf, file) to write.")
+    parser.add_argument(
+        "--to",
+        choices=list(CONVERT_TARGETS),
+        default="preset",
+        help="Output format: a keras_egemma preset (default), a sentence-transformers / "
+        "Hugging Face folder, a KerasHub Gemma3Backbone preset, or a GGUF file (llama.cpp, "
+        "Ollama).",
+    )
+    parser.add_argument(
+        "--type",
+        choices=["f32", "f16", "q8_0"],
+        default=None,
+        help="GGUF tensor type for --to gguf (default f16).",
+    )
+    parser.add_argument(
+        "--dequantize",
+        action="store_true",
+        help="Export a quantized model's weights as the floats its layers compute with "
+        "(formats other than a preset hold float weights).",
+    )
+
+
 def _convert(args, out):
     name, method = CONVERT_TARGETS[args.to]
     if args.type is not None and args.to != "gguf":
@@ -453,13 +465,101 @@ def _convert(args, out):
     print(f"Saved {args.source} as {name} in {args.destination}", file=out)
 
 
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """A sub-command: `arguments(parser)` adds its own options, `run(args,
+    out)` runs it (results to `out`); `loads_preset`: it takes `--preset`."""
+
+    help: str
+    arguments: Callable
+    run: Callable
+    loads_preset: bool = True
+
+
 COMMANDS = {
-    "search": _search,
-    "embed": _embed,
-    "evaluate": _evaluate,
-    "bench": _bench,
-    "convert": _convert,
+    "search": Command(
+        "Rank the documents of a folder or file against queries.", _search_arguments, _search
+    ),
+    "embed": Command("Embed texts; print a summary or write a file.", _embed_arguments, _embed),
+    "evaluate": Command(
+        "Retrieval (nDCG@10, MRR@10, MAP, recall@k) and STS (Spearman) metrics on a local "
+        "dataset folder.",
+        _evaluate_arguments,
+        _evaluate,
+    ),
+    "bench": Command("Inference speed of model.encode on this machine.", _bench_arguments, _bench),
+    "convert": Command(
+        "Convert a checkpoint (any layout from_preset reads) into a preset folder, or "
+        "export a model to another runtime's format.",
+        _convert_arguments,
+        _convert,
+        loads_preset=False,
+    ),
 }
+
+
+# --- Parsing and running -----------------------------------------------------
+
+
+def _global_options(parser, preset, default):
+    """`--backend` (and `--preset` where `preset`): on the main parser with
+    their defaults, on each sub-command's with none, so that a value given
+    after the command overrides, and one given before is kept."""
+    parser.add_argument(
+        "--backend",
+        choices=list(BACKENDS),
+        default=default,
+        help="Keras backend (default: $KERAS_BACKEND or Keras' default).",
+    )
+    if preset:
+        parser.add_argument(
+            "--preset",
+            default=default,
+            help=f"Preset name, folder or handle (default: {DEFAULT_PRESET}).",
+        )
+
+
+def _parser():
+    parser = argparse.ArgumentParser(prog="keras-egemma", description=__doc__.split("\n")[0])
+    _global_options(parser, preset=True, default=None)
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, command in COMMANDS.items():
+        sub = commands.add_parser(name, help=command.help, description=command.help)
+        _global_options(sub, preset=command.loads_preset, default=argparse.SUPPRESS)
+        command.arguments(sub)
+    return parser
+
+
+def _parse(argv):
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if COMMANDS[args.command].loads_preset:
+        args.preset = args.preset or DEFAULT_PRESET
+    elif args.preset is not None:
+        parser.error(f"--preset does not apply to {args.command}: name the model as its SOURCE.")
+    return args
+
+
+def _is_installed(package):
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):  # a broken install, or one blocked in sys.modules
+        return False
+
+
+def _run_on_backend(backend, argv):
+    """Runs the command line in a fresh interpreter with `KERAS_BACKEND` set;
+    returns its exit status (2 if the backend's package is not installed)."""
+    package, install = BACKENDS[backend]
+    if not _is_installed(package):
+        print(
+            f"error: --backend {backend} needs the {package} package, which is not "
+            f"installed. Install it with: {install}",
+            file=sys.stderr,
+        )
+        return 2
+    env = {**os.environ, "KERAS_BACKEND": backend}
+    return subprocess.call([sys.executable, "-m", "keras_egemma", *argv], env=env)
 
 
 @contextlib.contextmanager
@@ -475,7 +575,8 @@ def _warnings_as_one_line():
 
 
 def main(argv=None):
-    """Runs the command line; returns the exit status (0, or 1 on an error).
+    """Runs the command line; returns the exit status: 0, 1 on an error in
+    the input, 2 on a usage error or a `--backend` that is not installed.
 
     Example:
     ```python
@@ -484,17 +585,24 @@ def main(argv=None):
     ```
     """
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = _parser().parse_args(argv)
-    if args.backend and os.environ.get("KERAS_BACKEND") != args.backend:
-        env = {**os.environ, "KERAS_BACKEND": args.backend}
-        return subprocess.call([sys.executable, "-m", "keras_egemma", *argv], env=env)
+    args = _parse(argv)
+    import keras
+
+    if args.backend and args.backend != keras.backend.backend():
+        return _run_on_backend(args.backend, argv)
     try:
         # Results go to stdout, everything else (progress bars, library
         # output, warnings) to stderr, so `keras-egemma ... > results.txt`
         # holds only results.
         out = sys.stdout
         with contextlib.redirect_stdout(sys.stderr), _warnings_as_one_line():
-            COMMANDS[args.command](args, out)
+            COMMANDS[args.command].run(args, out)
+    except BrokenPipeError:
+        # The reader of stdout has gone (`| head`): stop quietly, and send what
+        # Python flushes at exit to /dev/null rather than to the closed pipe.
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (ValueError, TypeError, OSError) as e:
         message = " ".join(str(e).split())  # one line, whatever the exception held
         print(f"error: {message}", file=sys.stderr)

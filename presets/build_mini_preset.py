@@ -367,7 +367,10 @@ print(f"trained {steps} steps in {training_seconds:.0f} s")
 # Saved without the optimizer state (twice the size of the weights): the
 # trained layers in an uncompiled model.
 model_for_inference = eg.EmbeddingGemma(
-    model.backbone, model.preprocessor, projection_units=PROJECTION_UNITS
+    model.backbone,
+    model.preprocessor,
+    projection_units=PROJECTION_UNITS,
+    matryoshka_dims=MRL_DIMS,
 )
 model_for_inference.set_weights(model.get_weights())
 model_for_inference.save_to_preset(OUTPUT)

@@ -1,16 +1,27 @@
-"""The command line, in-process (no --backend, so no re-exec)."""
+"""The command line, in-process (a --backend other than the loaded one is
+checked without re-running, but one test runs a missing backend end to end)."""
 
+import ast
+import io
 import json
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 from test_evaluation import write_dataset
 
 import keras_egemma as eg
+from keras_egemma import cli
 from keras_egemma.cli import main
 
 TINY = ["--preset", "embeddinggemma_tiny"]
+BACKEND = keras.backend.backend()
+OTHER_BACKENDS = [b for b in ("jax", "tensorflow", "torch") if b != BACKEND]
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +186,7 @@ def test_evaluate_errors_write_nothing(tmp_path, capsys):
     (folder / "qrels.tsv").write_text("q1\td1\n")
     assert main(["evaluate", str(folder), "--output", str(output), *TINY]) == 1
     one_line_error(capsys, "expected 3 tab-separated fields")
-    assert not output.exists() and not (tmp_path / "metrics.json.partial").exists()
+    assert list(tmp_path.iterdir()) == [folder]
 
 
 def test_bench_reports_speed_at_each_length(capsys, tiny):
@@ -204,8 +215,12 @@ def test_bench_reports_speed_at_each_length(capsys, tiny):
         )
         == 0
     )
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert ", float32, batch size 4," in out
+    # Its progress: plain lines on a stderr that is not a terminal.
+    assert re.findall(r"^bench: (\d)/2 lengths", captured.err, re.M) == ["1", "2"], captured.err
+    assert "\r" not in captured.err and "\x1b" not in captured.err
     rows = re.findall(r"^\s+(\d+)\s+([\d.]+)\s+(\d+)$", out, flags=re.M)
     assert [int(r[0]) for r in rows] == [8, 24]
     for length, sentences, tokens in rows:
@@ -215,7 +230,7 @@ def test_bench_reports_speed_at_each_length(capsys, tiny):
     assert main([*bench_bfloat16, "--dtype", "bfloat16", *TINY]) == 0
     assert ", bfloat16, batch size 32," in capsys.readouterr().out
     assert main(["bench", "--lengths", "4096", *TINY]) == 1
-    one_line_error(capsys, "at most the preset's sequence_length (512)")
+    one_line_error(capsys, "at most embeddinggemma_tiny's sequence length (512 tokens)")
 
 
 def test_convert_hugging_face_checkpoint(st_checkpoint, tmp_path, capsys):
@@ -224,3 +239,218 @@ def test_convert_hugging_face_checkpoint(st_checkpoint, tmp_path, capsys):
     assert (dest / "task.weights.h5").exists()
     assert main(["embed", "--preset", str(dest), "hello"]) == 0
     assert "1 embeddings of size 72" in capsys.readouterr().out
+
+
+# --- Issue 20: the command line's rough edges -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def mini():
+    return eg.EmbeddingGemma.from_preset("embeddinggemma_mini")
+
+
+@pytest.mark.parametrize("before", [True, False])
+def test_global_options_go_before_or_after_the_command(before, capsys):
+    options = ["--backend", BACKEND, "--preset", "no_such_preset"]
+    argv = [*options, "embed", "hello"] if before else ["embed", "hello", *options]
+    # Run here (the backend is the loaded one), with the preset given.
+    assert main(argv) == 1
+    one_line_error(capsys, "Unknown preset 'no_such_preset'")
+    for backend in OTHER_BACKENDS:
+        parsed = cli._parse(
+            ["--backend", backend, "search", "q"]
+            if before
+            else ["search", "q", "--backend", backend]
+        )
+        assert (parsed.backend, parsed.preset) == (backend, "embeddinggemma_mini")
+    # Given twice, the value after the command wins.
+    assert cli._parse(["--preset", "a", "embed", "--preset", "b"]).preset == "b"
+
+
+def test_convert_refuses_preset_option(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--preset", "embeddinggemma_tiny", "convert", "a", "b"])
+    assert exit_info.value.code == 2
+    assert "--preset does not apply to convert" in capsys.readouterr().err
+
+
+def test_other_backend_reruns_with_keras_backend_set(monkeypatch):
+    calls = []
+    monkeypatch.setattr(cli, "_is_installed", lambda package: True)
+    monkeypatch.setattr(cli.subprocess, "call", lambda cmd, env: calls.append((cmd, env)) or 7)
+    for backend in OTHER_BACKENDS:
+        argv = ["embed", "hello", "--backend", backend]
+        assert main(argv) == 7
+        cmd, env = calls.pop()
+        assert cmd == [sys.executable, "-m", "keras_egemma", *argv]
+        assert env["KERAS_BACKEND"] == backend
+
+
+@pytest.mark.parametrize("backend", OTHER_BACKENDS)
+def test_missing_backend_package_is_one_error_line(backend, monkeypatch, capsys):
+    package, install = cli.BACKENDS[backend]
+    # An import of a name set to None in sys.modules fails as if not installed.
+    monkeypatch.setitem(sys.modules, package, None)
+    monkeypatch.setattr(cli.subprocess, "call", lambda *a, **k: pytest.fail("re-ran"))
+    assert main(["embed", "--backend", backend, "hello"]) == 2
+    one_line_error(
+        capsys,
+        f"--backend {backend} needs the {package} package, which is not "
+        f"installed. Install it with: {install}",
+    )
+    # The install command is README.md's.
+    assert install in (Path(__file__).parents[1] / "README.md").read_text()
+
+
+def test_missing_backend_package_from_the_shell():
+    """`python -m keras_egemma --backend X ...` with X's package blocked: one
+    line, exit status 2, no traceback (the real entry point, whatever is installed)."""
+    # Not tensorflow: keras_egemma imports it on every backend.
+    backend = next(b for b in ("torch", "jax") if b != BACKEND)
+    package = cli.BACKENDS[backend][0]
+    # The path finder no longer finds the package, as if it were not installed.
+    code = f"""
+import importlib.machinery, runpy, sys
+
+class WithoutPackage(importlib.machinery.PathFinder):
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        if name.partition(".")[0] != {package!r}:
+            return super().find_spec(name, path, target)
+
+sys.meta_path[sys.meta_path.index(importlib.machinery.PathFinder)] = WithoutPackage
+sys.argv = ["keras-egemma", "embed", "--backend", {backend!r}, "hello"]
+runpy.run_module("keras_egemma", run_name="__main__")
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "KERAS_BACKEND": BACKEND},
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result.stderr
+    assert "Install it with: " + cli.BACKENDS[backend][1] in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_prompt_option_is_a_prefix_of_your_own(tmp_path, capsys, monkeypatch, tiny):
+    # The model loaded once (and compiled once) for every command here.
+    monkeypatch.setattr(cli, "_load", lambda preset, dtype=None: tiny)
+    prompt = "task: classification | query: "
+    texts = ["Mars is red.", "A recipe for bread."]
+    npy = tmp_path / "e.npy"
+    assert main(["embed", *texts, "--prompt", prompt, "--output", str(npy), *TINY]) == 0
+    expected = tiny.encode([prompt + text for text in texts])  # the prefix, by hand
+    np.testing.assert_allclose(np.load(npy), expected, atol=1e-5)
+    assert not np.allclose(expected, tiny.encode(texts), atol=1e-3)  # it changed something
+    capsys.readouterr()
+    corpus = tmp_path / "a.txt"
+    corpus.write_text("Mars is the red planet.\n\nBread needs flour.\n")
+    assert main(["search", "red planet", "--corpus", str(corpus), "--prompt", prompt, *TINY]) == 0
+    scores = [float(s) for s in re.findall(r"^\s+\d\. (-?[\d.]+)", capsys.readouterr().out, re.M)]
+    documents = tiny.encode_document(["Mars is the red planet.", "Bread needs flour."])
+    expected = sorted(tiny.similarity(tiny.encode(prompt + "red planet"), documents)[0])[::-1]
+    np.testing.assert_allclose(scores, expected, atol=1e-3)
+
+
+def test_prompt_excludes_task_and_unknown_task_names_the_option(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["embed", "x", "--task", "STS", "--prompt", "p: "])
+    assert exit_info.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+    assert main(["embed", "x", "--task", "nope", *TINY]) == 1
+    err = capsys.readouterr().err
+    assert "`--prompt` on the command line" in err and "`prompt=` in Python" in err, err
+
+
+def test_dim_error_names_the_models_own_sizes(capsys, mini):
+    # The sizes the bundled model's build script trains for, read from the script.
+    script = Path(__file__).parents[1] / "presets" / "build_mini_preset.py"
+    assignments = {
+        target.id: node.value
+        for node in ast.parse(script.read_text()).body
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
+    trained = ast.literal_eval(assignments["MRL_DIMS"])
+    assert mini.matryoshka_dims == trained and trained[0] == mini.embedding_dim
+    assert main(["embed", "x", "--dim", "1000"]) == 1
+    err = capsys.readouterr().err
+    assert f"(0, {mini.embedding_dim}]" in err, err
+    assert f"trained for {', '.join(map(str, trained))}." in err, err
+    assert "768" not in err, err
+    # A model that records no sizes: its range only.
+    assert main(["embed", "x", "--dim", "1000", *TINY]) == 1
+    err = capsys.readouterr().err
+    assert "(0, 128]" in err and "trained for" not in err, err
+
+
+def test_sequence_length_messages_name_the_models_own(capsys, monkeypatch):
+    short = eg.EmbeddingGemma.from_preset("embeddinggemma_tiny")
+    short.preprocessor.sequence_length = 48
+    monkeypatch.setattr(cli, "_load", lambda preset, dtype=None: short)
+    assert main(["bench", "--lengths", "49", *TINY]) == 1
+    one_line_error(capsys, "sequence length (48 tokens), got 49")
+    assert main(["embed", " ".join(["word"] * 100), *TINY]) == 0
+    assert "longer than sequence_length=48 tokens" in capsys.readouterr().err
+
+
+def test_files_and_folders_get_the_usual_permissions(tmp_path, capsys):
+    pytest.importorskip("gguf")
+    old = os.umask(0o027)  # neither the default 0o022 nor tempfile's private modes
+    try:
+        assert main(["convert", "embeddinggemma_tiny", str(tmp_path / "preset")]) == 0
+        gguf_path = tmp_path / "tiny.gguf"
+        assert main(["convert", "embeddinggemma_tiny", str(gguf_path), "--to", "gguf"]) == 0
+    finally:
+        os.umask(old)
+    preset = tmp_path / "preset"
+    assert oct(preset.stat().st_mode & 0o777) == oct(0o750)
+    for path in preset.rglob("*"):
+        assert oct(path.stat().st_mode & 0o777) == oct(0o750 if path.is_dir() else 0o640), path
+    assert oct(gguf_path.stat().st_mode & 0o777) == oct(0o640)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["preset", "tiny.gguf"]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_is_plain_lines_on_stderr_when_not_a_terminal(capsys, tiny):
+    tiny.encode([f"text number {i}" for i in range(5)], batch_size=2, verbose=True)
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert "\r" not in captured.err and "\x1b" not in captured.err, repr(captured.err)
+    assert [line.split(" (")[0] for line in lines] == [
+        "encode: 2/5 texts",
+        "encode: 4/5 texts",
+        "encode: 5/5 texts",
+    ], lines
+    assert all(re.fullmatch(r"encode: \d/5 texts \(\d+%, [\d.]+ s\)", line) for line in lines)
+
+
+def test_progress_is_a_bar_on_a_terminal_and_never_on_stdout(monkeypatch, capsys, tiny):
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    tiny.encode([f"text number {i}" for i in range(5)], batch_size=2, verbose=True)
+    assert capsys.readouterr().out == ""
+    assert "\r" in terminal.getvalue() and "5/5" in terminal.getvalue()  # tqdm redraws
+
+
+class _ClosedPipe(io.StringIO):
+    def write(self, text):
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_closed_stdout_ends_quietly(monkeypatch, capsys, tiny):
+    """`keras-egemma ... | head`: no `error: Broken pipe` once the reader has gone."""
+    monkeypatch.setattr(cli, "_load", lambda preset, dtype=None: tiny)
+    monkeypatch.setattr(sys, "stdout", _ClosedPipe())
+    assert main(["embed", "hello"]) == 1
+    assert capsys.readouterr().err == ""

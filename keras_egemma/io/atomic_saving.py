@@ -6,6 +6,19 @@ import shutil
 import tempfile
 
 
+def _umask():
+    # Read by setting it: the only portable way. Set back at once.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _give_usual_permissions(path):
+    """Gives a staged file or folder the mode `open` / `os.makedirs` would
+    have (0o666 / 0o777 less the umask): `tempfile` makes them private."""
+    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~_umask())
+
+
 def is_replaceable_preset(directory):
     """True for an empty folder or a preset saved by this library."""
     if not os.listdir(directory):
@@ -30,7 +43,8 @@ def save_atomically(
     old preset, or nothing) and removes the temporary folder. An existing
     `preset_dir` is replaced only if `replaceable(preset_dir)` (by default:
     it is empty or a keras_egemma preset); any other existing path is refused
-    untouched, the error naming what it is not (`kind`).
+    untouched, the error naming what it is not (`kind`). The folder gets
+    the usual permissions (0o777 less the umask), as `os.makedirs` gives.
 
     Example:
     ```python
@@ -50,6 +64,7 @@ def save_atomically(
     staging = tempfile.mkdtemp(prefix=f".{name}.saving-", dir=parent)
     try:
         save(staging)
+        _give_usual_permissions(staging)
         if not os.path.exists(target):
             os.rename(staging, target)
             return
@@ -72,7 +87,8 @@ def save_atomically(
 def save_file_atomically(write, path):
     """Calls `write(staging_path)` on a new file beside `path`, then renames
     it to `path`; on any failure the staging file is removed and `path` is
-    left as it was. Creates `path`'s folder if needed."""
+    left as it was. Creates `path`'s folder if needed. The file gets the
+    usual permissions (0o666 less the umask), as `open` gives."""
     target = os.path.abspath(os.fspath(path))
     parent, name = os.path.split(target)
     os.makedirs(parent, exist_ok=True)
@@ -80,6 +96,7 @@ def save_file_atomically(write, path):
     os.close(handle)
     try:
         write(staging)
+        _give_usual_permissions(staging)
         os.replace(staging, target)
     except BaseException:
         if os.path.exists(staging):

@@ -23,13 +23,33 @@ def matryoshka_truncate(embeddings, dim):
     small = matryoshka_truncate(embeddings, 256)
     ```
     """
-    full = embeddings.shape[-1]
-    if isinstance(dim, bool) or not isinstance(dim, int) or not 0 < dim <= full:
-        raise ValueError(
-            f"Matryoshka `dim` must be an integer in (0, {full}], got {dim!r}. "
-            f"The published model is trained for {MATRYOSHKA_DIMS}."
-        )
+    check_matryoshka_dim(dim, embeddings.shape[-1])
     return l2_normalize(embeddings[..., :dim])
+
+
+def check_matryoshka_dim(dim, embedding_dim, trained_dims=None):
+    """Refuses a Matryoshka size outside `(0, embedding_dim]`.
+
+    The error names the sizes the model is trained for: `trained_dims` when
+    the model records them, the published model's for a 768-d model that
+    does not.
+
+    Example:
+    ```python
+    check_matryoshka_dim(1000, 384, (384, 256, 128, 64))   # ValueError
+    ```
+    """
+    if isinstance(dim, bool) or not isinstance(dim, int) or not 0 < dim <= embedding_dim:
+        if trained_dims:
+            trained = f" This model is trained for {', '.join(map(str, trained_dims))}."
+        elif embedding_dim == MATRYOSHKA_DIMS[0]:
+            trained = f" The published model is trained for {', '.join(map(str, MATRYOSHKA_DIMS))}."
+        else:
+            trained = ""
+        raise ValueError(
+            f"Matryoshka `dim` must be an integer in (0, {embedding_dim}] (the model's "
+            f"embedding size), got {dim!r}.{trained}"
+        )
 
 
 @keras.saving.register_keras_serializable(package="keras_egemma")

@@ -1,10 +1,9 @@
 """Length-sorted, bucketed batching for `EmbeddingGemma.encode`."""
 
-import sys
-
 import numpy as np
 
 from keras_egemma.models.inference import inference_function
+from keras_egemma.models.progress import progress_bar
 
 # Batches are padded up to one of these lengths, so a compiled predict
 # function sees few distinct shapes while short texts stay cheap.
@@ -54,13 +53,7 @@ def embed_token_ids(model, token_ids, pad_id, max_length, batch_size, verbose="a
     order = np.argsort(-lengths, kind="stable")
     starts = range(0, len(order), batch_size)
     show = verbose is True or (verbose == "auto" and len(starts) > 1)
-    progress = None
-    if show:
-        # On stderr, never mixed into results on stdout; a widget in notebooks
-        # (imported here: without ipywidgets, tqdm.auto warns as it imports).
-        from tqdm.auto import tqdm
-
-        progress = tqdm(total=len(order), unit="text", file=sys.stderr)
+    progress = progress_bar(len(order), "encode", "text") if show else None
     outputs = np.empty((len(order),), dtype=object)
     forward = inference_function(model)
     for start in starts:

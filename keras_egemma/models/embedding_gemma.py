@@ -5,6 +5,7 @@ from keras_hub.models import TextEmbedder
 from keras_egemma import _keras_compat
 from keras_egemma.io.model_presets import PresetMethods
 from keras_egemma.layers.l2_normalization import l2_normalize
+from keras_egemma.layers.matryoshka import check_matryoshka_dim
 from keras_egemma.layers.matryoshka import matryoshka_truncate
 from keras_egemma.layers.poolers import get_pooler
 from keras_egemma.layers.projection_head import EmbeddingProjectionHead
@@ -47,6 +48,8 @@ class EmbeddingGemma(
         projection_units: widths of the bias-free dense layers after pooling.
             Defaults to `(3072, 768)`.
         attention_pooling_heads: heads of the `"attention"` pooler.
+        matryoshka_dims: the Matryoshka sizes the model is trained for, to
+            name in errors (`None`: not recorded).
 
     Inputs / outputs of the Keras model:
         `{"token_ids", "padding_mask"}` `(batch, length)` -> `(batch, d)`.
@@ -73,6 +76,7 @@ class EmbeddingGemma(
         attention_pooling_heads=4,
         quantization=None,
         projection_dtype=None,
+        matryoshka_dims=None,
         **kwargs,
     ):
         check_saved_quantization(quantization, "The model config")
@@ -102,6 +106,7 @@ class EmbeddingGemma(
         self.pooling = pooling
         self.projection_units = tuple(projection_units)
         self.attention_pooling_heads = attention_pooling_heads
+        self.matryoshka_dims = None if matryoshka_dims is None else tuple(matryoshka_dims)
         self.quantization = quantization
         if quantization is not None:
             give_layers_own_policies(self)
@@ -135,8 +140,9 @@ class EmbeddingGemma(
             task: a prompt name from the model card / sentence-transformers
                 table (`"query"`, `"document"`, `"STS"`, `"Clustering"`,
                 `"question answering"`, ...), or `None` for no prompt.
-            dim: Matryoshka size in `(0, embedding_dim]` (768, 512, 256 and
-                128 are trained); `None` keeps all dimensions.
+            dim: Matryoshka size in `(0, embedding_dim]` (the trained ones:
+                `matryoshka_dims`; 768, 512, 256 and 128 for the published
+                model); `None` keeps all dimensions.
             prompt: a literal prefix instead of a named task.
             titles: document titles (see `encode_document`).
             batch_size: texts per forward pass.
@@ -159,7 +165,7 @@ class EmbeddingGemma(
         texts, single = check_texts(texts)
         if dim is not None:
             # Validate before spending a forward pass.
-            matryoshka_truncate(np.zeros((1, self.embedding_dim), "float32"), dim)
+            check_matryoshka_dim(dim, self.embedding_dim, self.matryoshka_dims)
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}.")
         formatted = self.preprocessor.format_texts(
@@ -244,6 +250,8 @@ class EmbeddingGemma(
                 "attention_pooling_heads": self.attention_pooling_heads,
             }
         )
+        if self.matryoshka_dims is not None:
+            config["matryoshka_dims"] = list(self.matryoshka_dims)
         if self.quantization is not None:
             default = self.backbone.dtype_policy
             # A quantized backbone loaded from a preset holds a policy map.

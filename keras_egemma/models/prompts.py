@@ -58,8 +58,8 @@ def resolve_prompt(task, prompts=None):
     if _key(task) not in table:
         names = sorted(set(DEFAULT_PROMPTS) | set(prompts or {}))
         raise ValueError(
-            f"Unknown task {task!r}. Use one of: {', '.join(names)}; or pass "
-            "`prompt=` with your own prefix string."
+            f"Unknown task {task!r}. Use one of: {', '.join(names)}; or give a prefix "
+            "string of your own: `prompt=` in Python, `--prompt` on the command line."
         )
     return table[_key(task)]
 
