@@ -51,7 +51,9 @@ def stdout_of(notebook):
 
 @pytest.mark.skipif(keras.backend.backend() != "jax", reason="runs once, in the JAX pass")
 @pytest.mark.parametrize(
-    "guide", ["quickstart.py", "semantic_search.py", "finetune.py", "quantize_and_export.py"]
+    "guide",
+    ["quickstart.py", "semantic_search.py", "finetune.py", "finetune_lora.py",
+     "quantize_and_export.py"],
 )
 def test_guide_runs_as_a_notebook(guide, tmp_path, monkeypatch):
     # The kernel inherits this environment.
@@ -70,6 +72,11 @@ def test_guide_runs_as_a_notebook(guide, tmp_path, monkeypatch):
     if guide == "finetune.py":
         assert "soup: nDCG@10" in stdout
         assert (tmp_path / "finetune.png").exists()
+    if guide == "finetune_lora.py":
+        # On a CPU: the bundled model, LoRA and mixed precision, no distribution.
+        assert "1 cpu device(s), preset embeddinggemma_mini, mixed_bfloat16: True" in stdout
+        assert "adapters reloaded: max |difference| 0.0e+00" in stdout, stdout[-3000:]
+        assert "merged preset reloaded: LoRA None, variables float32" in stdout
     if guide == "quantize_and_export.py":
         assert "format     weights MB memory MiB  sent/s" in stdout
         for variant in ("float32", "bfloat16", "int8", "mixed", "int4"):
@@ -80,10 +87,11 @@ def test_guide_runs_as_a_notebook(guide, tmp_path, monkeypatch):
 
 
 def test_guides_folder_holds_the_offline_notebooks():
-    """The guides are the four offline notebooks; none reads `__file__` (undefined in a kernel)."""
+    """The guides are the five offline notebooks; none reads `__file__` (undefined in a kernel)."""
     guides = sorted(name for name in os.listdir(GUIDES) if name.endswith(".py"))
     assert guides == [
         "finetune.py",
+        "finetune_lora.py",
         "quantize_and_export.py",
         "quickstart.py",
         "semantic_search.py",

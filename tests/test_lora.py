@@ -25,6 +25,16 @@ def tiny(dtype=None):
     return eg.EmbeddingGemma.from_preset("embeddinggemma_tiny", dtype=dtype)
 
 
+def two_blocks(dtype=None):
+    """Two blocks of the tiny preset's shape: a train step compiles faster."""
+    keras.utils.set_random_seed(0)
+    backbone = eg.EmbeddingGemmaBackbone(
+        vocabulary_size=2048, num_layers=2, num_query_heads=2, num_key_value_heads=1,
+        hidden_dim=64, intermediate_dim=128, head_dim=32, sliding_window=8, dtype=dtype,
+    )
+    return eg.EmbeddingGemma(backbone, tiny().preprocessor, projection_units=(128, 64))
+
+
 def values(weights):
     return [keras.ops.convert_to_numpy(w).copy() for w in weights]
 
@@ -132,14 +142,7 @@ def test_bad_combinations_are_refused():
 
 
 def test_mixed_precision_and_gradient_caching(tmp_path):
-    # Two blocks of the tiny preset's shape: a train step compiles faster.
-    keras.utils.set_random_seed(0)
-    backbone = eg.EmbeddingGemmaBackbone(
-        vocabulary_size=2048, num_layers=2, num_query_heads=2, num_key_value_heads=1,
-        hidden_dim=64, intermediate_dim=128, head_dim=32, sliding_window=8,
-        dtype="mixed_bfloat16",
-    )
-    model = eg.EmbeddingGemma(backbone, tiny().preprocessor, projection_units=(128, 64))
+    model = two_blocks("mixed_bfloat16")
     model.enable_lora(2)
     frozen = [w for w in model.weights if "lora_kernel" not in w.path]
     frozen_before = values(frozen)
@@ -159,3 +162,62 @@ def test_mixed_precision_and_gradient_caching(tmp_path):
     kernel = frozen_before[[w.path for w in frozen].index(f"{layer.path}/kernel")]
     merged = reloaded.backbone.transformer_layers[0].ffw_linear.kernel
     np.testing.assert_allclose(keras.ops.convert_to_numpy(merged), kernel + a @ b, atol=1e-6)
+
+
+def test_backup_and_restore_resumes_the_adapters(tmp_path):
+    # Keras alone saves each adapted kernel merged and restarts its adapters
+    # at zero; a resumed run must continue the same adapters.
+    def run(callbacks):
+        model = two_blocks()
+        model.enable_lora(2)
+        model.compile(optimizer=keras.optimizers.Adam(1e-2), mrl_dims=None)
+        history = model.fit(EXAMPLES[:8], batch_size=4, epochs=2, sequence_length=16,
+                            shuffle=False, callbacks=callbacks, verbose=0)
+        return model, history
+
+    straight, straight_history = run([])
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:
+                raise RuntimeError("interrupted")
+
+    backup = str(tmp_path / "backup")
+    with pytest.raises(RuntimeError, match="interrupted"):
+        run([keras.callbacks.BackupAndRestore(backup), Interrupt()])
+    resumed, resumed_history = run([keras.callbacks.BackupAndRestore(backup)])
+    assert len(resumed_history.history["loss"]) == 1
+    np.testing.assert_allclose(resumed_history.history["loss"][-1],
+                               straight_history.history["loss"][-1], rtol=1e-5, atol=1e-5)
+    for a, b in zip(straight.weights, resumed.weights):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(b),
+                                   keras.ops.convert_to_numpy(a), atol=1e-5, err_msg=a.path)
+    np.testing.assert_allclose(resumed.encode(TEXTS), straight.encode(TEXTS), atol=1e-5)
+
+
+def test_weights_file_keeps_adapters_and_loads_merged_without_lora(trained, tmp_path):
+    model = trained["model"]
+    path = str(tmp_path / "run.weights.h5")
+    model.save_weights(path)
+    again = tiny()
+    again.enable_lora(4, include_heads=True)
+    again.load_weights(path)
+    for a, b in zip(model.weights, again.weights):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(b),
+                                      keras.ops.convert_to_numpy(a), err_msg=a.path)
+    plain = tiny()
+    plain.load_weights(path)
+    assert plain.lora is None
+    np.testing.assert_allclose(plain.encode(TEXTS), model.encode(TEXTS), atol=1e-5)
+    other = tiny()
+    other.enable_lora(4)
+    with pytest.raises(ValueError, match="saved from a model with LoRA rank=4.*include_heads=True"):
+        other.load_weights(path)
+
+
+def test_keras_hub_backbone_enable_lora_is_refused():
+    model = tiny()
+    with pytest.raises(ValueError, match=r"call `model.enable_lora\(4\)` on the `EmbeddingGemma`"):
+        model.backbone.enable_lora(4)
+    assert model.lora is None
+    assert not any("lora" in w.path for w in model.weights)

@@ -185,6 +185,23 @@ class EmbeddingGemmaBackbone(Backbone):
         # eager PyTorch holds all the blocks' activations at once.
         return self._encode(inputs["token_ids"], inputs["padding_mask"], training=training)
 
+    def enable_lora(self, rank, target_layer_names=None):
+        """Refused: LoRA is enabled on the `EmbeddingGemma` model.
+
+        KerasHub's `Backbone.enable_lora` would adapt only the query and
+        value kernels, outside the model's LoRA settings, so its adapters
+        would be neither saved (`save_lora_weights`) nor merged as the
+        model's. `EmbeddingGemma.enable_lora(rank)` adapts every attention
+        and feed-forward kernel of this backbone.
+        """
+        raise ValueError(
+            "LoRA is enabled on the model, not on its backbone: call "
+            f"`model.enable_lora({rank!r})` on the `EmbeddingGemma` that holds this backbone "
+            "(for a backbone alone: `EmbeddingGemma(backbone, preprocessor).enable_lora(rank)`). "
+            "It adapts every attention and feed-forward kernel and saves the adapters with "
+            "`model.save_lora_weights`."
+        )
+
     def get_config(self):
         config = super().get_config()
         config.update(

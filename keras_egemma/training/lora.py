@@ -127,6 +127,46 @@ class LoraMethods:
         self._lora_settings = settings
         self._forget_compiled_state()
 
+    def save_weights(self, filepath, overwrite=True, **kwargs):
+        """`keras.Model.save_weights`; with LoRA, the file also holds each
+        adapted layer's kernel and adapters unmerged (Keras alone saves the
+        merged kernel), so that `load_weights`, and with it
+        `keras.callbacks.BackupAndRestore`, resumes the same adapters."""
+        self._saving_lora_state = True
+        try:
+            super().save_weights(filepath, overwrite=overwrite, **kwargs)
+        finally:
+            self._saving_lora_state = False
+
+    def load_weights(self, filepath, skip_mismatch=False, **kwargs):
+        """`keras.Model.load_weights`; restores the adapters `save_weights`
+        wrote into a model with the same LoRA settings. Into a model without
+        LoRA, the file loads as the merged weights."""
+        self._loaded_lora_state = {}
+        try:
+            super().load_weights(filepath, skip_mismatch=skip_mismatch, **kwargs)
+            state = self._loaded_lora_state
+        finally:
+            self._loaded_lora_state = None
+        if state and self.lora is not None:
+            _restore_lora_state(self, state, filepath)
+
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        if not getattr(self, "_saving_lora_state", False) or self.lora is None:
+            return
+        settings = self.lora
+        store[_LORA_SETTINGS] = [settings["rank"], settings["alpha"], settings["include_heads"]]
+        for key, layer in self._lora_layers():
+            for part, variable in _lora_parts(layer).items():
+                store[_lora_store_key(key, part)] = variable
+
+    def load_own_variables(self, store):
+        lora_keys = [k for k in store.keys() if k.startswith(_LORA_PREFIX)]
+        if lora_keys and getattr(self, "_loaded_lora_state", None) is not None:
+            self._loaded_lora_state.update({k: store[k] for k in lora_keys})
+        super().load_own_variables({k: store[k] for k in store.keys() if k not in lora_keys})
+
     def _forget_compiled_state(self):
         # Compiled steps and a built optimizer hold the previous set of
         # trainable variables; a fresh optimizer of the same configuration
@@ -222,6 +262,34 @@ class LoraMethods:
             layer.lora_kernel_b.assign(b)
 
 
+_LORA_PREFIX = "lora:"
+_LORA_SETTINGS = "lora:settings"
+
+
+def _lora_store_key(key, part):
+    # Slashes would nest groups in the weights file.
+    return f"{_LORA_PREFIX}{key.replace('/', '.')}:{part}"
+
+
+def _lora_parts(layer):
+    """The adapted layer's own kernel (unmerged) and its two factors."""
+    kernel = [w for w in layer.weights if w.name == "kernel"]
+    return {"kernel": kernel[0], "a": layer.lora_kernel_a, "b": layer.lora_kernel_b}
+
+
+def _restore_lora_state(model, state, filepath):
+    rank, alpha, include_heads = (x.item() for x in state[_LORA_SETTINGS])
+    saved = {"rank": int(rank), "alpha": float(alpha), "include_heads": bool(include_heads)}
+    if saved != model.lora:
+        raise ValueError(
+            f"{filepath} was saved from a model with LoRA {_describe(saved)}; this model has "
+            f"{_describe(model.lora)}. Enable LoRA with the same settings before loading."
+        )
+    for key, layer in model._lora_layers():
+        for part, variable in _lora_parts(layer).items():
+            variable.assign(state[_lora_store_key(key, part)])
+
+
 def _describe(settings):
     return (
         f"rank={settings['rank']}, lora_alpha={settings['alpha']:g}, "
@@ -237,4 +305,3 @@ def check_no_lora(model, action):
             f"(the adapters merged into the weights), load that with `from_preset`, "
             f"then {action} it."
         )
-
