@@ -74,7 +74,8 @@ def main(argv=None):
                 "queries": measured["query_embeddings"],
                 "documents": measured["document_embeddings"],
             }
-    reference = results["float32"]
+    # Copied out first: the loop below takes the embeddings out of each result.
+    reference = {key: results["float32"][key] for key in ("queries", "documents")}
     reference_top = top10(reference["queries"][:corpus_queries], reference["documents"])
     for fmt, r in results.items():
         q, d = r.pop("queries"), r.pop("documents")
