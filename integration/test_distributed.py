@@ -1,4 +1,5 @@
-"""Data-parallel training: 4 CPU devices of batch 8 train like 1 device of 32.
+"""Data-parallel training: 4 CPU devices of batch 8 train like 1 device of 32,
+fully or with LoRA adapters.
 
 JAX: `keras.distribution.DataParallel` over 4 host devices
 (`--xla_force_host_platform_device_count=4`). TensorFlow:
@@ -19,7 +20,7 @@ SCRIPT = """
 import json, sys
 import numpy as np
 import keras
-backend, mode, out = sys.argv[1:4]
+backend, mode, out, lora = sys.argv[1:5]
 if backend == "tensorflow":
     import tensorflow as tf
     cpus = tf.config.list_physical_devices("CPU")
@@ -38,22 +39,26 @@ keras.utils.set_random_seed(0)
 scope = strategy.scope() if strategy else contextlib.nullcontext()
 with scope:
     model = eg.EmbeddingGemma.from_preset("embeddinggemma_tiny")
+    if lora == "lora":
+        model.enable_lora(2)
     model.compile(optimizer=keras.optimizers.SGD(0.05), mrl_dims=(128, 64))
 examples = [{"query": f"Where does person {i} work?",
              "positive": f"Person {i} is a baker in town {i % 5}.",
              "negative": f"Person {i + 1} is a pilot."} for i in range(64)]
 history = model.fit(examples, batch_size=32, epochs=2, sequence_length=24, shuffle=False,
                     verbose=0)
-np.save(out, keras.ops.convert_to_numpy(model.projection_head.dense_layers[0].kernel))
+probe = (model.backbone.transformer_layers[0].attention.query_dense.lora_kernel_b
+         if lora == "lora" else model.projection_head.dense_layers[0].kernel)
+np.save(out, keras.ops.convert_to_numpy(probe))
 print(json.dumps(history.history))
 """
 
 
-def run(backend, mode, tmp_path):
-    out = tmp_path / f"{backend}_{mode}.npy"
+def run(backend, mode, tmp_path, lora="full"):
+    out = tmp_path / f"{backend}_{mode}_{lora}.npy"
     env = {**os.environ, "KERAS_BACKEND": backend,
            "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
-    result = subprocess.run([sys.executable, "-c", SCRIPT, backend, mode, str(out)],
+    result = subprocess.run([sys.executable, "-c", SCRIPT, backend, mode, str(out), lora],
                             env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1]), np.load(out)
@@ -68,3 +73,14 @@ def test_four_devices_train_like_one(tmp_path):
     for key in ("loss", "nce", "spread_out"):
         np.testing.assert_allclose(parallel_history[key], single_history[key], atol=1e-5)
     np.testing.assert_allclose(parallel_kernel, single_kernel, atol=1e-5)
+
+
+@pytest.mark.skipif(keras.backend.backend() not in ("jax", "tensorflow"),
+                    reason="data parallel engines: JAX DataParallel, tf.distribute")
+def test_lora_on_four_devices_trains_like_one(tmp_path):
+    backend = keras.backend.backend()
+    single_history, single_adapter = run(backend, "single", tmp_path, lora="lora")
+    parallel_history, parallel_adapter = run(backend, "parallel", tmp_path, lora="lora")
+    np.testing.assert_allclose(parallel_history["loss"], single_history["loss"], atol=1e-5)
+    assert np.abs(single_adapter).max() > 1e-4   # the adapter trained
+    np.testing.assert_allclose(parallel_adapter, single_adapter, atol=1e-5)
