@@ -264,7 +264,9 @@ def main():
     result = {
         **provenance(),  # command, date (UTC), machine, commit
         "config": {k: v for k, v in vars(args).items() if k != "worker"},
-        "model": args.preset or "published configuration, random weights",
+        "model": f"`{args.preset}`"
+        if args.preset
+        else "the published configuration, random weights",
         "load_average": {"before": load_before, "after": load_average()},
         "note": args.note,
         "runs": runs,

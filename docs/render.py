@@ -322,6 +322,27 @@ def qat_vs_ptq(data):
                   "QAT's gap to float / PTQ's"], rows, "lrrrrr")
 
 
+def serve_load(data):
+    (d,) = data
+    rows = []
+    for backend, run in d["runs"].items():
+        rows.append([BACKENDS[backend], "`encode`, batches of 32", "",
+                     num(run["encode_texts_per_s"], 1), "100%", "", "", ""])
+        for level in run["levels"]:
+            rows.append(["", f"{level['clients']} concurrent clients", f"{level['requests']:,}",
+                         num(level["texts_per_s"], 1), f"{level['of_encode']:.0%}",
+                         num(level["p50_ms"], 0), num(level["p99_ms"], 0), str(level["errors"])])
+    shortest, _, longest = next(iter(d["runs"].values()))["tokens_per_text"]
+    load = d["load_average"]
+    caption = (f"Served model: {d['model']}; one text of {shortest}-{longest} tokens "
+               "per request, each client sending its next request when the answer arrives; "
+               "`encode` timed in the server's process on the same texts; load average "
+               f"{num(load['before'], 1)} before and {num(load['after'], 1)} after the run")
+    note = f" {d['note']}" if d.get("note") else ""
+    return table(["backend", "load", "requests", "texts/s", "of `encode`", "p50 ms", "p99 ms",
+                  "errors"], rows, "llrrrrrr") + f"\n\n{caption}.{note}"
+
+
 # name: (JSON files in docs/results/, function of their contents -> markdown)
 TABLES = {
     "inference_speed": (["inference_speed.json"], inference_speed),
@@ -336,6 +357,7 @@ TABLES = {
     "bundled_model_speed": (["bundled_model_speed.json"], bundled_model_speed),
     "quantize_and_export": (["quantize_and_export.json"], quantize_and_export),
     "qat_vs_ptq": (["qat_vs_ptq.json"], qat_vs_ptq),
+    "serve_load": (["serve_load.json"], serve_load),
 }
 
 

@@ -12,6 +12,7 @@
     keras-egemma convert ./my_preset ./my-embeddinggemma --to sentence-transformers
     keras-egemma convert ./my_preset ./my_keras_hub_preset --to keras-hub
     keras-egemma convert ./my_preset ./embeddinggemma-q8_0.gguf --to gguf --type q8_0
+    keras-egemma serve --preset ./my_preset --port 8080 --api-key KEY
 
 The global options (`--backend`, `--preset`) go before or after the command.
 Keras reads its backend at import (and importing this package imports
@@ -34,6 +35,9 @@ import warnings
 from typing import Callable
 
 from keras_egemma.io.atomic_saving import save_file_atomically
+from keras_egemma.serving.command import SERVE_HELP
+from keras_egemma.serving.command import add_serve_arguments
+from keras_egemma.serving.command import run_serve
 
 DEFAULT_PRESET = "embeddinggemma_mini"
 # Files a corpus folder may hold besides text: skipped silently.
@@ -495,6 +499,8 @@ COMMANDS = {
         _convert,
         loads_preset=False,
     ),
+    # keras_egemma.serving: an OpenAI-compatible HTTP endpoint (the `serve` extra).
+    "serve": Command(SERVE_HELP, add_serve_arguments, run_serve),
 }
 
 

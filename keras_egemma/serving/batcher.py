@@ -205,7 +205,9 @@ class DynamicBatcher:
                 item.future.set_exception(error)
 
     def _rows(self, length):
-        return max(1, min(self.max_batch_size, self.max_batch_tokens // length))
+        # A power of two within the token budget: batches are padded to one.
+        fit = max(1, self.max_batch_tokens // length)
+        return min(self.max_batch_size, 1 << (fit.bit_length() - 1))
 
     def _drop_abandoned(self):
         for length, bucket in list(self._buckets.items()):
