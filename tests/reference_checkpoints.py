@@ -636,6 +636,9 @@ def build_keras_hub_embedding_preset(
         pooling_intermediate_dim=pooling_intermediate_dim,
         embedding_dim=embedding_dim,
         dtype="float32",
+        # KerasHub's conversions name it so; left out, the name depends on how
+        # many backbones the process built before.
+        name="gemma3_backbone",
     )
     shapes = _hf_tensor_shapes(
         vocab_size=tokenizer.vocabulary_size(),

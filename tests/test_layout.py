@@ -8,8 +8,9 @@ import keras
 import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "keras_egemma"
-# The CLI picks the Keras backend from its arguments before importing Keras.
-DEFERRED_IMPORTS_ALLOWED = {"keras_egemma.cli"}
+# The CLI, and its serve command, pick the Keras backend from their arguments
+# before importing Keras; the serving modules also need the `serve` extra.
+DEFERRED_IMPORTS_ALLOWED = {"keras_egemma.cli", "keras_egemma.serving.command"}
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "jax", reason="backend-independent: runs once, in the JAX pass"
