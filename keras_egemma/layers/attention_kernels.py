@@ -36,37 +36,14 @@ def _softmax_attention(equation_logits, equation_out, query, key, value, mask, d
     return ops.einsum(equation_out, probs, value)
 
 
-def _fused_attention(query, key, value, mask):
-    """`_softmax_attention` without dropout, by `keras.ops.dot_product_attention`.
-
-    That is the backend's fused kernel where it has one (PyTorch's scaled
-    dot-product attention). The query groups are stacked along the query
-    axis, so keys and values keep one head per key/value head, as fused
-    kernels want; `mask` must be the same for every head.
-    """
-    batch, length, kv_heads, groups, head_dim = ops.shape(query)
-    stacked = ops.reshape(
-        ops.transpose(query, (0, 3, 1, 2, 4)), (batch, groups * length, kv_heads, head_dim)
-    )
-    mask = mask[:, 0]
-    if mask.shape[-2] != 1:
-        mask = ops.tile(mask, (1, 1, groups, 1))
-    out = ops.dot_product_attention(stacked, key, value, mask=mask, scale=1.0)
-    out = ops.reshape(out, (batch, groups, length, kv_heads, head_dim))
-    return ops.transpose(out, (0, 2, 3, 1, 4))
-
-
 def dense_attention(query, key, value, mask, dropout=None):
     """Every query against every key, masked.
 
     Args:
-        mask: boolean, broadcastable to `(batch, 1, 1, length, length)`
-            (query positions on the second-to-last axis; the same for every
-            head).
+        mask: boolean, broadcastable to `(batch, kv_heads, groups, length,
+            length)` (query positions on the second-to-last axis).
         dropout: optional callable applied to the attention probabilities.
     """
-    if dropout is None:
-        return _fused_attention(query, key, value, mask)
     return _softmax_attention(
         "btkgh,bskh->bkgts", "bkgts,bskh->btkgh", query, key, value, mask, dropout
     )
@@ -135,6 +112,8 @@ def sliding_window_band_attention(query, key, value, padding_mask, sliding_windo
     window = distance <= sliding_window // 2
     mask = ops.logical_and(window[None, None, None], valid[:, None, None, None, :])
 
-    out = dense_attention(query, key, value, mask, dropout)
+    out = _softmax_attention(
+        "bqkgh,bskh->bkgqs", "bkgqs,bskh->bqkgh", query, key, value, mask, dropout
+    )
     out = ops.reshape(out, (batch, blocks * block, kv_heads, groups, head_dim))
     return out[:, :length]
