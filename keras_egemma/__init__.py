@@ -13,5 +13,9 @@ from keras_egemma.models.preprocessor import EmbeddingGemmaPreprocessor
 from keras_egemma.models.prompts import DEFAULT_PROMPTS
 from keras_egemma.models.tokenizer import EmbeddingGemmaTokenizer
 from keras_egemma.presets import list_presets
+from keras_egemma.quantization.embedding_quantization import quantization_ranges
+from keras_egemma.quantization.embedding_quantization import quantize_embeddings
+from keras_egemma.search import EmbeddingIndex
+from keras_egemma.search import semantic_search
 from keras_egemma.training.souping import soup
 from keras_egemma.version import __version__
