@@ -2,6 +2,8 @@
 
     keras-egemma search "How do I import a module?"            # bundled sample corpus
     keras-egemma search "query" --corpus ./docs --top-k 5
+    keras-egemma search "query" --corpus ./docs --precision binary --rescore-multiplier 4
+    keras-egemma search "query" --corpus ./docs --index docs.index   # built once, then loaded
     keras-egemma embed "first text" "second text" --task query
     keras-egemma embed "a text" --prompt "task: classification | query: "
     keras-egemma embed --file corpus.txt --task document --dim 256 --output emb.npy
@@ -210,37 +212,131 @@ def _search_arguments(parser):
         '{"title": ..., "text": ...} (default: the bundled Python reference sample).',
     )
     parser.add_argument("--top-k", type=int, default=5, help="Results per query (default 5).")
+    parser.add_argument(
+        "--precision",
+        choices=["float32", "int8", "uint8", "binary", "ubinary"],
+        default="float32",
+        help="Compress the document embeddings and search them exactly: int8/uint8 one "
+        "byte a dimension (ranges from the corpus), binary/ubinary one bit (default float32).",
+    )
+    parser.add_argument(
+        "--rescore-multiplier",
+        type=int,
+        default=4,
+        metavar="N",
+        help="With --precision binary/ubinary: keep N x top-k candidates and re-rank them "
+        "with the float query (0: no rescoring; default 4).",
+    )
+    parser.add_argument(
+        "--index",
+        default=None,
+        metavar="PATH",
+        help="Search an approximate nearest-neighbour index (FAISS HNSW, cosine) of the "
+        "corpus at PATH: built and saved there when PATH does not exist, loaded otherwise "
+        "(it must match the preset, --dim and corpus). Needs the index extra.",
+    )
     _prompt_option(parser, "the query prompt (documents keep the document prompt)")
     _model_options(parser)
 
 
-def _search(args, out):
-    import numpy as np
-
-    _positive("top-k", args.top_k)
-    _positive("batch-size", args.batch_size)
-    documents = _read_corpus(args.corpus)
-    model = _load(args.preset, args.dtype)
-    _check_dim(model, args.dim)
+def _embed_documents(model, documents, args):
     print(f"Indexing {len(documents)} documents with {args.preset}...", file=sys.stderr)
-    index = model.encode_document(
+    return model.encode_document(
         [text for _, text, _ in documents],
         titles=[title for title, _, _ in documents],
         dim=args.dim,
         batch_size=args.batch_size,
     )
+
+
+def _corpus_index(model, documents, args):
+    """The `--index` of the corpus: loaded (and checked against the preset,
+    size, document prompt and corpus) if the file exists, else built and saved."""
+    import hashlib
+
+    from keras_egemma.search import EmbeddingIndex
+
+    dim = args.dim or model.embedding_dim
+    prompt = model.preprocessor.prompt_for("document")
+    corpus_sha256 = hashlib.sha256(json.dumps(documents).encode("utf-8")).hexdigest()
+    if os.path.exists(args.index):
+        index = EmbeddingIndex.load(args.index)
+        index.check_compatible(
+            model=args.preset, dim=dim, prompt=prompt, source=f"The index {args.index}"
+        )
+        if index.get_config()["metadata"].get("corpus_sha256") != corpus_sha256:
+            raise ValueError(
+                f"The index {args.index} was built from another corpus than this one "
+                f"({len(documents)} documents): pass the --corpus it was built from, or remove "
+                "the file to build it again."
+            )
+        print(f"Loaded the index {args.index} ({len(index)} documents).", file=sys.stderr)
+        return index
+    index = EmbeddingIndex.build(
+        _embed_documents(model, documents, args),
+        ids=[source for _, _, source in documents],
+        model=args.preset,
+        prompt=prompt,
+        metadata={"corpus": args.corpus or "bundled sample", "corpus_sha256": corpus_sha256},
+    )
+    index.save(args.index)
+    print(f"Saved the index to {args.index}.", file=sys.stderr)
+    return index
+
+
+def _search(args, out):
+    _positive("top-k", args.top_k)
+    _positive("batch-size", args.batch_size)
+    if args.rescore_multiplier < 0:
+        raise ValueError(f"--rescore-multiplier must be 0 or more, got {args.rescore_multiplier}.")
+    if args.index is not None:
+        if args.precision != "float32":
+            raise ValueError(
+                "--precision applies to exact search; an --index holds float32 vectors."
+            )
+        if not _is_installed("faiss"):
+            raise ValueError(
+                "--index needs FAISS, which is not installed. Install it with: "
+                'pip install -e ".[index]"'
+            )
+    from keras_egemma.quantization.embedding_quantization import quantization_ranges
+    from keras_egemma.quantization.embedding_quantization import quantize_embeddings
+    from keras_egemma.search import semantic_search
+
+    documents = _read_corpus(args.corpus)
+    model = _load(args.preset, args.dtype)
+    _check_dim(model, args.dim)
+    index = _corpus_index(model, documents, args) if args.index else None
+    if index is None:
+        embeddings = _embed_documents(model, documents, args)
+        # int8 / uint8 ranges from the corpus itself (it is all there is).
+        ranges = quantization_ranges(embeddings) if args.precision in ("int8", "uint8") else None
+        codes = quantize_embeddings(embeddings, args.precision, ranges=ranges)
     query_prompt = {"task": "query"} if args.prompt is None else {"prompt": args.prompt}
     queries = model.encode(
         args.queries, dim=args.dim, batch_size=args.batch_size, verbose=False, **query_prompt
     )
-    scores = model.similarity(queries, index)
-    for query, row in zip(args.queries, scores):
+    if index is not None:
+        scores, ids = index.search(queries, args.top_k)
+        position = {source: i for i, (_, _, source) in enumerate(documents)}
+        indices = [[position[source] for source in row] for row in ids]
+    else:
+        scores, indices = semantic_search(
+            queries,
+            codes,
+            args.top_k,
+            precision=args.precision,
+            ranges=ranges,
+            rescore=args.rescore_multiplier > 0,
+            rescore_multiplier=max(args.rescore_multiplier, 1),
+        )
+    for query, row, row_indices in zip(args.queries, scores, indices):
         print(f"\nquery: {query}", file=out)
-        for rank, i in enumerate(np.argsort(-row, kind="stable")[: args.top_k], 1):
+        for rank, (score, i) in enumerate(zip(row, row_indices), 1):
             title, text, source = documents[i]
             label = f"{title} ({source})" if title else source
             snippet = text if len(text) <= 160 else text[:157] + "..."
-            print(f"  {rank}. {row[i]:.3f}  {label}\n       {snippet}", file=out)
+            print(f"  {rank}. {score:.3f}  {label}\n       {snippet}", file=out)
 
 
 def _embed_arguments(parser):
