@@ -103,7 +103,9 @@ def quantize_embeddings(embeddings, precision, *, ranges=None, calibration=None)
         calibration: int8 / uint8 only, instead of `ranges`: float
             `(num_calibration, dim)` embeddings whose per-dimension min and
             max become the ranges. When neither is given, the ranges come
-            from `embeddings` themselves (at least 2 rows).
+            from `embeddings` themselves (at least 2 rows). Like
+            sentence-transformers, the other precisions ignore both, so one
+            call can loop over precisions.
 
     Returns:
         int8 / uint8: `(num_embeddings, dim)` of that dtype. binary / ubinary:
@@ -120,11 +122,6 @@ def quantize_embeddings(embeddings, precision, *, ranges=None, calibration=None)
     """
     _check_precision(precision)
     embeddings = _float_embeddings(embeddings, "embeddings")
-    scalar = precision in ("int8", "uint8")
-    if not scalar and (ranges is not None or calibration is not None):
-        raise ValueError(
-            f"`ranges` / `calibration` apply to int8 and uint8, not to {precision!r}."
-        )
     if precision == "float32":
         return embeddings.astype(np.float32)
     if precision in ("binary", "ubinary"):
