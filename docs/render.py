@@ -343,6 +343,29 @@ def serve_load(data):
                   "errors"], rows, "llrrrrrr") + f"\n\n{caption}.{note}"
 
 
+def compressed_search(data):
+    (d,) = data
+    targets = d["targets"]
+    rows = []
+    for dim, run in d["runs"].items():
+        for r in run:
+            target = targets.get(r["family"])
+            recall = f"{r['recall_at_10']:.3f}"
+            if target is not None:
+                recall += f" ({'meets' if r['recall_at_10'] >= target else 'below'} {target})"
+            rows.append([dim, r["method"], num(r["bytes_per_vector"], 0), recall,
+                         num(r["p50_ms_single_query"], 2), num(r["ms_per_query_batched"], 3),
+                         r["note"]])
+    threads = d["threads"]["OMP_NUM_THREADS"] or "all cores"
+    caption = (f"`{d['model']}` on {BACKENDS[d['backend']]}: {d['documents']:,} documents "
+               f"({d['corpus']}), {d['queries']} queries, recall@{d['k']} against exact "
+               f"float32 search; threads: {threads}; FAISS {d['faiss_version']}")
+    note = f" {d['note']}" if d.get("note") else ""
+    return table(["dim", "method", "bytes / vector", f"recall@{d['k']} (target)",
+                  "p50 ms, one query", "ms / query, batched", "note"], rows,
+                 "llrrrrl") + f"\n\n{caption}.{note}"
+
+
 # name: (JSON files in docs/results/, function of their contents -> markdown)
 TABLES = {
     "inference_speed": (["inference_speed.json"], inference_speed),
@@ -358,6 +381,7 @@ TABLES = {
     "quantize_and_export": (["quantize_and_export.json"], quantize_and_export),
     "qat_vs_ptq": (["qat_vs_ptq.json"], qat_vs_ptq),
     "serve_load": (["serve_load.json"], serve_load),
+    "compressed_search": (["compressed_search.json"], compressed_search),
 }
 
 
