@@ -501,6 +501,40 @@ def set_layer_dtype_policy(layer, policy):
     layer._dtype_policy = policy
 
 
+# --- task_preset_any_backbone -------------------------------------------------
+
+
+@_patch(
+    "task_preset_any_backbone",
+    "loading this library's presets of a model whose backbone class is not the task's "
+    "`backbone_cls` (EmbeddingGemma 2: an `EmbeddingGemma` over `EmbeddingGemma2Backbone`)",
+)
+def _check_task_preset_any_backbone():
+    from keras_hub.src.utils import preset_utils
+
+    _has_attribute(preset_utils, "get_preset_loader")
+    _has_attribute(preset_utils.KerasPresetLoader, "load_task")
+    parameters = list(inspect.signature(preset_utils.KerasPresetLoader.load_task).parameters)
+    assert parameters[:4] == ["self", "cls", "load_weights", "load_task_weights"], (
+        f"KerasPresetLoader.load_task takes {parameters}"
+    )
+
+
+def load_task_preset(cls, preset, load_weights=True, **kwargs):
+    """KerasHub's `Task.from_preset(preset, ...)` for the task class `cls`,
+    without its requirement that the preset's backbone be `cls.backbone_cls`
+    (which would look for another subclass of `cls` instead).
+
+    Example:
+    ```python
+    model = load_task_preset(EmbeddingGemma, "./my_embeddinggemma2", compile=False)
+    ```
+    """
+    from keras_hub.src.utils.preset_utils import get_preset_loader
+
+    return get_preset_loader(preset).load_task(cls, load_weights, True, **kwargs)
+
+
 # --- sublayers ------------------------------------------------------------
 
 

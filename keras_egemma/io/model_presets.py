@@ -6,6 +6,7 @@ import os
 import shutil
 import tempfile
 
+from keras_egemma import _keras_compat
 from keras_egemma.convert.gguf_file import save_gguf
 from keras_egemma.convert.initialization import embedding_gemma_from_decoder
 from keras_egemma.convert.initialization import embedding_gemma_from_t5gemma
@@ -96,8 +97,9 @@ class PresetMethods:
 
     @classmethod
     def _from_keras_preset(cls, preset, **kwargs):
-        """KerasHub's own preset loading, for presets saved by this library."""
-        return super().from_preset(preset, **kwargs)
+        """KerasHub's own preset loading, for presets saved by this library
+        (whichever backbone class they hold)."""
+        return _keras_compat.load_task_preset(cls, preset, **kwargs)
 
     def save_to_preset(self, preset_dir, max_shard_size=10, dtype=None):
         """Saves the model, its tokenizer and its prompts to a preset folder.

@@ -10,6 +10,8 @@ import h5py
 from keras_egemma import _keras_compat
 from keras_egemma.convert.huggingface import load_huggingface_checkpoint
 from keras_egemma.convert.huggingface import read_json
+from keras_egemma.convert.huggingface_gemma2 import MODEL_TYPES as EMBEDDING_GEMMA2_TYPES
+from keras_egemma.convert.huggingface_gemma2 import load_embedding_gemma2_checkpoint
 from keras_egemma.convert.keras_hub_preset import KERAS_HUB_CLASS
 from keras_egemma.convert.keras_hub_preset import load_keras_hub_preset
 from keras_egemma.io.deferred_variables import adopts_file_buffers
@@ -191,5 +193,10 @@ def load_embedding_gemma(cls, preset, load_weights=True, dtype=None, **kwargs):
     fmt = detect_format(directory)
     if fmt == "keras_egemma":
         return _load_own_preset(cls, directory, load_weights, dtype, **kwargs)
-    loader = load_keras_hub_preset if fmt == "keras_hub" else load_huggingface_checkpoint
+    if fmt == "keras_hub":
+        loader = load_keras_hub_preset
+    elif read_json(directory, "config.json").get("model_type") in EMBEDDING_GEMMA2_TYPES:
+        loader = load_embedding_gemma2_checkpoint
+    else:
+        loader = load_huggingface_checkpoint
     return loader(cls, directory, load_weights=load_weights, dtype=dtype, **kwargs)

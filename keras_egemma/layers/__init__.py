@@ -10,6 +10,8 @@ from keras_egemma.layers.last_token_pooling import LastTokenPooling
 from keras_egemma.layers.matryoshka import MatryoshkaTruncation
 from keras_egemma.layers.matryoshka import matryoshka_truncate
 from keras_egemma.layers.mean_pooling import MeanPooling
+from keras_egemma.layers.per_layer_embedding import PerLayerEmbedding
+from keras_egemma.layers.ple_encoder_block import EmbeddingGemma2EncoderBlock
 from keras_egemma.layers.poolers import get_pooler
 from keras_egemma.layers.projection_head import EmbeddingProjectionHead
 from keras_egemma.layers.rms_normalization import RMSNormalization

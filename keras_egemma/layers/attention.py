@@ -38,6 +38,11 @@ class EmbeddingGemmaAttention(keras.layers.Layer):
         rope_max_wavelength: float. RoPE base (1e4 sliding, 1e6 global).
         layer_norm_epsilon: float. Epsilon of the QK-norms.
         dropout: float. Dropout on the attention probabilities in training.
+        zero_centered_norms: bool. QK-norm scales stored zero-centred
+            (Gemma 3, `True`) or as the factor itself (Gemma 4, `False`); see
+            `RMSNormalization`.
+        value_norm: bool. Also RMS-normalise each value head, without a scale
+            (Gemma 4). Defaults to `False`.
 
     Shapes:
         `x`: `(batch, length, hidden_dim)`; `padding_mask`: `(batch, length)`,
@@ -63,6 +68,8 @@ class EmbeddingGemmaAttention(keras.layers.Layer):
         rope_max_wavelength=10_000.0,
         layer_norm_epsilon=1e-6,
         dropout=0.0,
+        zero_centered_norms=True,
+        value_norm=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -81,6 +88,8 @@ class EmbeddingGemmaAttention(keras.layers.Layer):
         self.rope_max_wavelength = rope_max_wavelength
         self.layer_norm_epsilon = layer_norm_epsilon
         self.dropout = dropout
+        self.zero_centered_norms = zero_centered_norms
+        self.value_norm = value_norm
 
     def build(self, input_shape):
         hidden_dim = input_shape[-1]
@@ -101,14 +110,23 @@ class EmbeddingGemmaAttention(keras.layers.Layer):
         self.value_dense = projection(
             "bsd,kdh->bskh", self.num_key_value_heads, "value"
         )
-        self.query_norm = RMSNormalization(
-            epsilon=self.layer_norm_epsilon, dtype=policy, name="query_norm"
+        def norm(heads, name, use_scale=True):
+            layer = RMSNormalization(
+                epsilon=self.layer_norm_epsilon,
+                zero_centered=self.zero_centered_norms,
+                use_scale=use_scale,
+                dtype=policy,
+                name=name,
+            )
+            layer.build((None, None, heads, self.head_dim))
+            return layer
+
+        self.query_norm = norm(self.num_query_heads, "query_norm")
+        self.key_norm = norm(self.num_key_value_heads, "key_norm")
+        self.value_norm_layer = (
+            norm(self.num_key_value_heads, "value_norm", use_scale=False)
+            if self.value_norm else None
         )
-        self.query_norm.build((None, None, self.num_query_heads, self.head_dim))
-        self.key_norm = RMSNormalization(
-            epsilon=self.layer_norm_epsilon, dtype=policy, name="key_norm"
-        )
-        self.key_norm.build((None, None, self.num_key_value_heads, self.head_dim))
         self.output_dense = keras.layers.EinsumDense(
             "btnh,nhd->btd",
             output_shape=(None, hidden_dim),
@@ -142,6 +160,8 @@ class EmbeddingGemmaAttention(keras.layers.Layer):
         query = self.rope(self.query_norm(self.query_dense(x)))
         key = self.rope(self.key_norm(self.key_dense(x)))
         value = self.value_dense(x)
+        if self.value_norm_layer is not None:
+            value = self.value_norm_layer(value)
 
         groups = self.num_query_heads // self.num_key_value_heads
         query = query * ops.cast(self.query_pre_attn_scalar**-0.5, query.dtype)
@@ -179,4 +199,9 @@ class EmbeddingGemmaAttention(keras.layers.Layer):
                 "dropout": self.dropout,
             }
         )
+        # Written only when not the default, so Gemma 3 configs stay as they were.
+        if not self.zero_centered_norms:
+            config["zero_centered_norms"] = False
+        if self.value_norm:
+            config["value_norm"] = True
         return config

@@ -19,6 +19,8 @@ class EmbeddingGemmaEncoderBlock(keras.layers.Layer):
         sliding_window, rope_max_wavelength: see `EmbeddingGemmaAttention`.
         layer_norm_epsilon: float. Epsilon of the four norms and QK-norms.
         dropout: float. Dropout after attention and feed-forward in training.
+        zero_centered_norms, value_norm: the Gemma 4 variants of the norms;
+            see `EmbeddingGemmaAttention`.
 
     Shapes:
         `x`: `(batch, length, hidden_dim)`; `padding_mask`: `(batch, length)`.
@@ -46,6 +48,8 @@ class EmbeddingGemmaEncoderBlock(keras.layers.Layer):
         rope_max_wavelength=10_000.0,
         layer_norm_epsilon=1e-6,
         dropout=0.0,
+        zero_centered_norms=True,
+        value_norm=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -59,12 +63,17 @@ class EmbeddingGemmaEncoderBlock(keras.layers.Layer):
         self.rope_max_wavelength = rope_max_wavelength
         self.layer_norm_epsilon = layer_norm_epsilon
         self.dropout = dropout
+        self.zero_centered_norms = zero_centered_norms
+        self.value_norm = value_norm
 
         policy = self.dtype_policy
 
         def norm(name):
             return RMSNormalization(
-                epsilon=layer_norm_epsilon, dtype=policy, name=name
+                epsilon=layer_norm_epsilon,
+                zero_centered=zero_centered_norms,
+                dtype=policy,
+                name=name,
             )
 
         def dense(equation, width, name):
@@ -82,6 +91,8 @@ class EmbeddingGemmaEncoderBlock(keras.layers.Layer):
             rope_max_wavelength=rope_max_wavelength,
             layer_norm_epsilon=layer_norm_epsilon,
             dropout=dropout,
+            zero_centered_norms=zero_centered_norms,
+            value_norm=value_norm,
             dtype=policy,
             name="attention",
         )
@@ -139,4 +150,9 @@ class EmbeddingGemmaEncoderBlock(keras.layers.Layer):
                 "dropout": self.dropout,
             }
         )
+        # Written only when not the default, so Gemma 3 configs stay as they were.
+        if not self.zero_centered_norms:
+            config["zero_centered_norms"] = False
+        if self.value_norm:
+            config["value_norm"] = True
         return config
