@@ -6,6 +6,7 @@ the command-line checks embed with the tiny bundled model on every backend.
 
 import os
 import re
+import sys
 
 import keras
 import numpy as np
@@ -345,3 +346,13 @@ def test_search_index_mismatches_are_errors(tmp_path, capsys, loaded_once):
     one_line_error(capsys, "--precision applies to exact search")
     assert main(["search", "query", "--rescore-multiplier", "-1", *TINY]) == 1
     one_line_error(capsys, "--rescore-multiplier must be 0 or more")
+
+
+def test_index_without_faiss_says_how_to_install_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "_is_installed", lambda package: package != "faiss")
+    assert main(["search", "q", "--index", str(tmp_path / "x.index"), *TINY]) == 1
+    one_line_error(capsys, 'pip install -e ".[index]"')
+    monkeypatch.setitem(sys.modules, "faiss", None)  # import faiss fails
+    documents, _ = clustered(num_documents=10, num_queries=1, dim=8, clusters=2)
+    with pytest.raises(ModuleNotFoundError, match=re.escape('pip install "keras-egemma[index]"')):
+        eg.EmbeddingIndex.build(documents)
