@@ -5,8 +5,9 @@ paragraphs), so this builds one offline from text installed on every machine
 that runs the library: the docstrings of Python's standard library, numpy and
 scipy, cut into paragraphs (80 to 1,000 characters, deduplicated, shuffled
 with a fixed seed; the package versions go into the JSON). `--docs`
-paragraphs are the corpus; the first sentence (up to 16 words) of each of the
-next `--queries` paragraphs is a query, so queries are not in the corpus.
+paragraphs are the corpus; the first sentence (up to 16 words, at least 5, a
+leading numpydoc section header removed) of each of the next `--queries`
+paragraphs is a query, so queries are not in the corpus.
 
 Both are embedded with the bundled model (`embeddinggemma_mini`; documents
 with the document prompt and their module / object name as title, queries
@@ -36,6 +37,7 @@ is recorded (OMP_NUM_THREADS, numpy's BLAS and FAISS follow it).
 
 import argparse
 import ast
+import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -95,24 +97,30 @@ def docstring_corpus(num_documents, num_queries, seed=0):
         paragraphs += _docstring_paragraphs(root, package + ".")
     unique = list({text: (title, text) for title, text in paragraphs}.values())
     order = np.random.default_rng(seed).permutation(len(unique))
-    if len(unique) < num_documents + num_queries:
-        raise SystemExit(f"only {len(unique)} paragraphs; ask for fewer --docs / --queries")
-    chosen = [unique[i] for i in order[: num_documents + num_queries]]
+    documents = [unique[i] for i in order[:num_documents]]
     queries = []
-    for _, text in chosen[num_documents:]:
-        sentence = re.split(r"(?<=[.?!])\s", text, maxsplit=1)[0]
-        queries.append(" ".join(sentence.split()[:16]))
+    for i in order[num_documents:]:
+        # A numpydoc section header ("Parameters ----------") is no query.
+        text = re.sub(r"^[A-Z][\w ]*\s-{3,}\s*", "", unique[i][1])
+        words = re.split(r"(?<=[.?!])\s", text, maxsplit=1)[0].split()
+        if len(words) >= 5 and "--" not in text[:80]:
+            queries.append(" ".join(words[:16]))
+        if len(queries) == num_queries:
+            break
+    if len(queries) < num_queries:
+        raise SystemExit(f"only {len(unique)} paragraphs; ask for fewer --docs / --queries")
     sources = {"python": sys.version.split()[0],
                **{p: importlib.metadata.version(p) for p in PACKAGES},
                "paragraphs_available": len(unique)}
-    return chosen[:num_documents], queries, sources
+    return documents, queries, sources
 
 
 def embed(documents, queries, cache):
+    """Document and query embeddings, from `cache` when it holds these texts'."""
+    texts_sha256 = hashlib.sha256(json.dumps([documents, queries]).encode()).hexdigest()
     if cache and os.path.exists(cache):
         with np.load(cache) as data:
-            if data["documents"].shape[0] == len(documents) and data["queries"].shape[0] == len(
-                    queries):
+            if str(data["texts_sha256"]) == texts_sha256:
                 print(f"embeddings from {cache}", file=sys.stderr)
                 return data["documents"], data["queries"]
     model = eg.EmbeddingGemma.from_preset("embeddinggemma_mini")
@@ -126,7 +134,7 @@ def embed(documents, queries, cache):
 
         def write(staging):
             with open(staging, "wb") as f:
-                np.savez(f, documents=docs, queries=qs)
+                np.savez(f, documents=docs, queries=qs, texts_sha256=np.array(texts_sha256))
 
         save_file_atomically(write, cache)
     return docs, qs
