@@ -114,7 +114,14 @@ class EmbeddingIndex:
         ef_search=128,
         metadata=None,
     ):
-        """A new index of `embeddings` (see the class docstring)."""
+        """A new index of `embeddings` (see the class docstring).
+
+        Example:
+        ```python
+        index = EmbeddingIndex.build(model.encode_document(texts), ids=names,
+                                     model="embeddinggemma_mini", prompt="title: none | text: ")
+        ```
+        """
         for name, value in (
             ("connectivity", connectivity),
             ("ef_construction", ef_construction),
@@ -148,7 +155,13 @@ class EmbeddingIndex:
 
     def add(self, embeddings, ids=None):
         """Adds float `(num, dim)` embeddings with their `num` ids (new ones;
-        default: the next integers, for an index with integer ids)."""
+        default: the next integers, for an index with integer ids).
+
+        Example:
+        ```python
+        index.add(model.encode_document(new_texts), ids=new_names)
+        ```
+        """
         vectors = _unit_rows(embeddings, "embeddings", self.dim)
         if ids is None:
             if self._ids.dtype.kind == "U" and len(self._ids):
@@ -178,13 +191,25 @@ class EmbeddingIndex:
     def get_config(self):
         """What the index holds and how it was built: `dim`, `metric`,
         `model`, `prompt`, HNSW settings, `metadata`, `size`, the FAISS
-        version. JSON-serialisable."""
+        version. JSON-serialisable.
+
+        Example:
+        ```python
+        index.get_config()["dim"]   # 768
+        ```
+        """
         return {**self._config, "size": len(self), "faiss_version": _faiss().__version__}
 
     def check_compatible(self, *, model=None, dim=None, prompt=None, source="The index"):
         """Raises ValueError, naming both sides, when the index was built with
         another model, Matryoshka size or prompt than given (None: not checked;
-        an index that did not record a field is not checked on it)."""
+        an index that did not record a field is not checked on it).
+
+        Example:
+        ```python
+        index.check_compatible(model="embeddinggemma_300m", dim=256)
+        ```
+        """
         for name, wanted in (("model", model), ("dim", dim), ("prompt", prompt)):
             held = self._config.get(name)
             if wanted is not None and held is not None and held != wanted:
@@ -205,6 +230,11 @@ class EmbeddingIndex:
             and the ids (int64 or strings) `(num_queries, k)`; `(k,)` each for
             a `(dim,)` query. Where the graph search found fewer than `k`
             vectors, the rest are score `-inf` and id -1 (or "").
+
+        Example:
+        ```python
+        scores, ids = index.search(model.encode_query(["red planet"]), k=5)   # (1, 5) each
+        ```
         """
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"`k` must be a positive int, got {k!r}.")
