@@ -9,6 +9,7 @@ from keras_egemma import training
 from keras_egemma.io.errors import CheckpointError
 from keras_egemma.models.backbone import EmbeddingGemmaBackbone
 from keras_egemma.models.embedding_gemma import EmbeddingGemma
+from keras_egemma.models.embedding_gemma2_backbone import EmbeddingGemma2Backbone
 from keras_egemma.models.preprocessor import EmbeddingGemmaPreprocessor
 from keras_egemma.models.prompts import DEFAULT_PROMPTS
 from keras_egemma.models.tokenizer import EmbeddingGemmaTokenizer

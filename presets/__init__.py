@@ -22,6 +22,14 @@ PRESETS = {
             "hf://google/embeddinggemma-300m",
         ],
     },
+    "embeddinggemma2": {
+        "description": (
+            "google/embeddinggemma-2, its text model: EmbeddingGemma 2 (Gemma 4-based, "
+            "24 layers, 512 wide, per-layer embeddings, 8,192-token context, 768-d "
+            "embeddings, MRL 512/256/128); vision and audio towers are not loaded."
+        ),
+        "handles": ["hf://google/embeddinggemma-2"],
+    },
     "embeddinggemma_mini": {
         "description": (
             "A small EmbeddingGemma-architecture model bundled with the package "
