@@ -41,7 +41,9 @@ class EmbeddingGemma(
     `keras_egemma.io.model_presets`.
 
     Args:
-        backbone: an `EmbeddingGemmaBackbone`.
+        backbone: an `EmbeddingGemmaBackbone`, or an `EmbeddingGemma2Backbone`
+            (EmbeddingGemma 2, whose embedding projection is the head's first
+            layer).
         preprocessor: an `EmbeddingGemmaPreprocessor`, or `None` to call the
             model on token ids directly.
         pooling: `"mean"` (published), `"first"`, `"last"` or `"attention"`.
