@@ -121,3 +121,12 @@ def test_round_trips_through_own_preset(model, tmp_path):
         assert a.path == b.path
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
     np.testing.assert_array_equal(loaded.encode_query(TEXTS), model.encode_query(TEXTS))
+
+
+@pytest.mark.parametrize("writer", ["save_to_sentence_transformers", "save_to_keras_hub",
+                                    "save_to_gguf"])
+def test_foreign_writers_refuse_it_and_write_nothing(model, tmp_path, writer):
+    path = tmp_path / "out"
+    with pytest.raises(ValueError, match="EmbeddingGemma2Backbone.*save_to_preset"):
+        getattr(model, writer)(str(path))
+    assert not path.exists() and not list(tmp_path.iterdir())

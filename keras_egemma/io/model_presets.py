@@ -19,7 +19,19 @@ from keras_egemma.io.preset_loading import load_embedding_gemma
 from keras_egemma.io.saved_dtype import check_saved_dtype
 from keras_egemma.io.saved_dtype import computing_in_variable_dtype
 from keras_egemma.io.saved_dtype import variable_dtype
+from keras_egemma.models.backbone import EmbeddingGemmaBackbone
 from keras_egemma.models.dtypes import check_dtype
+
+
+def _refuse_other_backbones(model, layout):
+    """The foreign-format writers know the first model's layout only."""
+    if not isinstance(model.backbone, EmbeddingGemmaBackbone):
+        raise ValueError(
+            f"Writing {layout} is supported for EmbeddingGemma (Gemma 3) models only; this "
+            f"model's backbone is a {type(model.backbone).__name__} (EmbeddingGemma 2), whose "
+            "layout (per-layer embeddings, its own global layers) that writer does not know "
+            "yet. Save it with `save_to_preset`."
+        )
 
 
 class PresetMethods:
@@ -186,6 +198,7 @@ class PresetMethods:
         SentenceTransformer("./my-embeddinggemma").encode_query(["a query"])
         ```
         """
+        _refuse_other_backbones(self, "a sentence-transformers folder")
         with computing_in_variable_dtype(self):
             save_sentence_transformers_folder(
                 self, path, max_shard_size=max_shard_size, dequantize=dequantize, **model_card
@@ -217,6 +230,7 @@ class PresetMethods:
         keras_hub.models.Gemma3Backbone.from_preset("./embeddinggemma_keras_hub")
         ```
         """
+        _refuse_other_backbones(self, "a KerasHub Gemma3Backbone preset")
         with computing_in_variable_dtype(self):
             save_keras_hub_preset(
                 self, preset_dir, max_shard_size=max_shard_size, dequantize=dequantize
@@ -254,5 +268,6 @@ class PresetMethods:
         #     -p "task: search result | query: Which planet is red?"
         ```
         """
+        _refuse_other_backbones(self, "a GGUF file")
         with computing_in_variable_dtype(self):
             save_gguf(self, path, file_type=file_type, dequantize=dequantize)
