@@ -3,6 +3,7 @@ sentence-transformers on tiny checkpoints built here (embedding_gemma2_checkpoin
 multimodal folder's text weights, and this library's preset round trip."""
 
 import logging
+import shutil
 
 import embedding_gemma2_checkpoints as e2
 import keras
@@ -130,3 +131,13 @@ def test_foreign_writers_refuse_it_and_write_nothing(model, tmp_path, writer):
     with pytest.raises(ValueError, match="EmbeddingGemma2Backbone.*save_to_preset"):
         getattr(model, writer)(str(path))
     assert not path.exists() and not list(tmp_path.iterdir())
+
+
+def test_a_folder_without_prompts_says_which_it_uses(checkpoint, tmp_path, caplog):
+    folder = shutil.copytree(checkpoint, tmp_path / "no_prompts")
+    (folder / "config_sentence_transformers.json").write_text('{"prompts": {}}')
+    with caplog.at_level(logging.WARNING, logger="keras_egemma"):
+        loaded = eg.EmbeddingGemma.from_preset(str(folder), load_weights=False)
+    said = [r.getMessage() for r in caplog.records if "declares no prompts" in r.getMessage()]
+    assert len(said) == 1 and "task: search result | query: " in said[0], said
+    assert loaded.preprocessor.prompts == {}

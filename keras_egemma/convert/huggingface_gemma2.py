@@ -26,6 +26,8 @@ from keras_egemma.models.backbone import FULL
 from keras_egemma.models.backbone import SLIDING
 from keras_egemma.models.embedding_gemma2_backbone import EmbeddingGemma2Backbone
 from keras_egemma.models.preprocessor import EmbeddingGemmaPreprocessor
+from keras_egemma.models.prompts import RETRIEVAL_DOCUMENT
+from keras_egemma.models.prompts import RETRIEVAL_QUERY
 from keras_egemma.models.tokenizer import EmbeddingGemmaTokenizer
 
 TEXT_MODEL_TYPE = "embedding_gemma2_text"
@@ -267,6 +269,16 @@ def load_embedding_gemma2_checkpoint(cls, directory, load_weights=True, dtype=No
     if bert_config.get("do_lower_case"):
         raise CheckpointError("sentence_bert_config.json: do_lower_case is not supported.")
 
+    prompts = dict(st_config.get("prompts") or {})
+    if not prompts:
+        # Task names still resolve to the first model's table; say so rather than
+        # present it as this checkpoint's.
+        logger.warning(
+            "EmbeddingGemma 2: %s declares no prompts (config_sentence_transformers.json); "
+            "encode_query and encode_document use EmbeddingGemma's %r and %r, and other task "
+            "names its table. Pass `prompt=` to encode with another.",
+            directory, RETRIEVAL_QUERY, RETRIEVAL_DOCUMENT,
+        )
     tokenizer = EmbeddingGemmaTokenizer(proto=read_tokenizer_proto(directory))
     check_vocabulary_fits(
         tokenizer.vocabulary_size(), backbone_kwargs["vocabulary_size"],
@@ -276,8 +288,7 @@ def load_embedding_gemma2_checkpoint(cls, directory, load_weights=True, dtype=No
     preprocessor = EmbeddingGemmaPreprocessor(
         tokenizer,
         sequence_length=_sequence_length(directory, bert_config),
-        # The folder's own prompts only (none invented for a new model).
-        prompts=dict(st_config.get("prompts") or {}),
+        prompts=prompts,
     )
     model = cls(
         backbone=backbone,
