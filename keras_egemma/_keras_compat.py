@@ -356,6 +356,67 @@ def variable_has_value(variable):
     return variable._value is not None
 
 
+# --- first_assign_gives_value -------------------------------------------------
+
+
+@_patch(
+    "first_assign_gives_value",
+    "loading weights into deferred variables on TensorFlow and PyTorch without first "
+    "allocating them (keras_egemma.io.deferred_variables)",
+)
+def _check_first_assign_gives_value():
+    for name in ("_direct_assign", "_initialize"):
+        _has_attribute(_BACKEND_VARIABLE, name)
+    with variables_created_uninitialized():
+        probe = keras.Variable(initializer="ones", shape=(2, 3), name="probe")
+    with first_assign_gives_value():
+        probe.assign(np.full((2, 3), 3.0, "float32"))
+    assert variable_has_value(probe), "assigning gave the variable no value"
+    assert np.allclose(keras.ops.convert_to_numpy(probe), 3.0), "the variable holds another value"
+    probe.assign(np.full((2, 3), 4.0, "float32"))
+    assert np.allclose(keras.ops.convert_to_numpy(probe), 4.0), "a later assign did not write"
+
+
+def _first_assign_initializes(original, active):
+    def _direct_assign(self, value):
+        if active.get() and self._value is None:
+            self._initialize(value)
+        else:
+            original(self, value)
+
+    return _direct_assign
+
+
+# The backend's own class (`keras.Variable` is a subclass of it).
+_BACKEND_VARIABLE = next(
+    (c for c in keras.Variable.__mro__ if "_direct_assign" in c.__dict__), keras.Variable
+)
+_FIRST_ASSIGN = _ScopedSwap(_BACKEND_VARIABLE, "_direct_assign", _first_assign_initializes)
+
+
+@contextlib.contextmanager
+def first_assign_gives_value():
+    """Within the block (this thread / task only), assigning to a variable
+    that has no value (from `variables_created_uninitialized`) makes the
+    value its buffer, as `give_variable_value` does, instead of writing into
+    a buffer it lacks. JAX's own assign already does so.
+
+    Example:
+    ```python
+    with variables_created_uninitialized():
+        v = keras.Variable(initializer="ones", shape=(2,))
+    with first_assign_gives_value():
+        v.assign(np.zeros(2, "float32"))
+    ```
+    """
+    if keras.backend.backend() == "jax":
+        # JAX's `_initialize` assigns through `_direct_assign` itself.
+        yield
+        return
+    with _FIRST_ASSIGN():
+        yield
+
+
 # --- int4_embedding_lookup ----------------------------------------------------
 
 

@@ -11,6 +11,7 @@ tokenizer (`tokenizer.model`), `modules.json` listing Transformer -> Pooling
 (`model.safetensors.index.json` + `model-0000i-of-0000n.safetensors`).
 """
 
+import contextlib
 import json
 import os
 
@@ -19,8 +20,12 @@ from keras_egemma.convert.safetensors_file import SHARD_INDEX_SUFFIX
 from keras_egemma.convert.safetensors_file import SafetensorsFile
 from keras_egemma.convert.safetensors_file import ShardedSafetensors
 from keras_egemma.convert.tokenizer_json import spm_proto_from_tokenizer_json
+from keras_egemma.io.deferred_variables import deferred_variables
+from keras_egemma.io.deferred_variables import filling_deferred_variables
+from keras_egemma.io.deferred_variables import unassigned
 from keras_egemma.io.errors import CheckpointError
 from keras_egemma.io.errors import check_vocabulary_fits
+from keras_egemma.io.mapped_weights import file_map_mode
 from keras_egemma.models.backbone import FULL
 from keras_egemma.models.backbone import SLIDING
 from keras_egemma.models.backbone import EmbeddingGemmaBackbone
@@ -278,7 +283,13 @@ def backbone_weight_plan(backbone):
 
 
 def load_backbone_weights(backbone, weights):
-    """Copies a `Gemma3TextModel` safetensors file into `backbone`."""
+    """Copies a `Gemma3TextModel` safetensors file into `backbone`.
+
+    Each tensor is read when it is assigned and dropped after (large ones
+    mapped from the file where the backend adopts a mapped array), so no
+    more than one tensor is held beside the variables.
+    """
+    map_mode = file_map_mode()
     for name, expected, variable, to_ours, _ in backbone_weight_plan(backbone):
         key = _resolve_weight_name(weights, name)
         shape = weights.shape(key)
@@ -288,7 +299,8 @@ def load_backbone_weights(backbone, weights):
                 f"model built from config.json needs {expected}. The weights and "
                 "config.json disagree."
             )
-        assign_weight(variable, to_ours(weights.get(key)), f"{key!r} in {weights.path}")
+        value = to_ours(weights.get(key, map_mode))
+        assign_weight(variable, value, f"{key!r} in {weights.path}")
 
 
 def load_huggingface_checkpoint(cls, directory, load_weights=True, dtype=None, **kwargs):
@@ -311,28 +323,48 @@ def load_huggingface_checkpoint(cls, directory, load_weights=True, dtype=None, *
         tokenizer.vocabulary_size(), backbone_kwargs["vocabulary_size"],
         f"{directory}: tokenizer", "config.json vocab_size",
     )
-    backbone = EmbeddingGemmaBackbone(**backbone_kwargs, dtype=dtype)
-    preprocessor = EmbeddingGemmaPreprocessor(
-        tokenizer, sequence_length=sequence_length, prompts=prompts
-    )
-    model = cls(
-        backbone=backbone,
-        preprocessor=preprocessor,
-        pooling=pooling,
-        projection_units=[units for units, _ in dense],
-        **kwargs,
-    )
+    # With weights to read, variables get no random initial values first.
+    build_scope = deferred_variables() if load_weights else contextlib.nullcontext([])
+    # Compiled once loaded: the optimizer's variables need values now.
+    compile_model = kwargs.pop("compile", True)
+    with build_scope as pending:
+        backbone = EmbeddingGemmaBackbone(**backbone_kwargs, dtype=dtype)
+        preprocessor = EmbeddingGemmaPreprocessor(
+            tokenizer, sequence_length=sequence_length, prompts=prompts
+        )
+        model = cls(
+            backbone=backbone,
+            preprocessor=preprocessor,
+            pooling=pooling,
+            projection_units=[units for units, _ in dense],
+            compile=False,
+            **kwargs,
+        )
     if load_weights:
-        load_backbone_weights(backbone, open_safetensors(directory))
-        for layer, (_, weights) in zip(model.projection_head.dense_layers, dense):
-            key = "linear.weight"
-            if key not in weights:
-                raise CheckpointError(f"Tensor {key!r} is missing from {weights.path}.")
-            expected = tuple(layer.kernel.shape)[::-1]
-            if weights.shape(key) != expected:
-                raise CheckpointError(
-                    f"Tensor {key!r} in {weights.path} has shape "
-                    f"{weights.shape(key)}; the projection head needs {expected}."
-                )
-            assign_weight(layer.kernel, weights.get(key).T, f"{key!r} in {weights.path}")
+        with filling_deferred_variables():
+            _load_weights(model, directory, dense)
+        missing = unassigned(pending)
+        if missing:
+            raise CheckpointError(
+                f"{directory} holds no value for {', '.join(missing)}: the checkpoint "
+                "is incomplete."
+            )
+    if compile_model:
+        model.compile()
     return model
+
+
+def _load_weights(model, directory, dense):
+    """Reads the backbone's and the projection head's tensors into `model`."""
+    load_backbone_weights(model.backbone, open_safetensors(directory))
+    for layer, (_, weights) in zip(model.projection_head.dense_layers, dense):
+        key = "linear.weight"
+        if key not in weights:
+            raise CheckpointError(f"Tensor {key!r} is missing from {weights.path}.")
+        expected = tuple(layer.kernel.shape)[::-1]
+        if weights.shape(key) != expected:
+            raise CheckpointError(
+                f"Tensor {key!r} in {weights.path} has shape "
+                f"{weights.shape(key)}; the projection head needs {expected}."
+            )
+        assign_weight(layer.kernel, weights.get(key).T, f"{key!r} in {weights.path}")

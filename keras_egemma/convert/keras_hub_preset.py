@@ -3,17 +3,24 @@
 The layout of the Kaggle preset `keras/embeddinggemma/keras/embedding_gemma3_300m`:
 `config.json` (the `keras_hub>Gemma3Backbone` config), `model.weights.h5`,
 `tokenizer.json` and `assets/tokenizer/vocabulary.spm`. KerasHub builds the
-model here and its weights are copied over; the forward pass is then ours,
+model here (without initial values) and reads its weights, and our model
+takes over each of its variables' buffers; the forward pass is then ours,
 with the reference's symmetric sliding window (KerasHub 0.32 sees one token
 fewer on one side).
 """
 
+import contextlib
 import os
 
+from keras_egemma import _keras_compat
 from keras_egemma.convert.assign import assign_weight
 from keras_egemma.convert.huggingface import read_json
+from keras_egemma.io.deferred_variables import deferred_variables
+from keras_egemma.io.deferred_variables import filling_deferred_variables
+from keras_egemma.io.deferred_variables import unassigned
 from keras_egemma.io.errors import CheckpointError
 from keras_egemma.io.errors import check_vocabulary_fits
+from keras_egemma.io.mapped_weights import zero_copy_weight_files
 from keras_egemma.models.backbone import FULL
 from keras_egemma.models.backbone import SLIDING
 from keras_egemma.models.backbone import EmbeddingGemmaBackbone
@@ -107,14 +114,39 @@ def embedding_weight_pairs(source, model):
 
 
 def _copy_weights(source, model):
+    """Gives `model` the weights of `source`: an unassigned variable of the
+    same shape and dtype takes the backend's buffer itself (no copy), others
+    get a copy."""
     for theirs, ours in embedding_weight_pairs(source, model):
-        assign_weight(ours, theirs.numpy(), f"{theirs.path!r} of the KerasHub preset")
+        if (
+            not _keras_compat.variable_has_value(ours)
+            and tuple(theirs.shape) == tuple(ours.shape)
+            and theirs.dtype == ours.dtype
+        ):
+            _keras_compat.give_variable_value(ours, theirs.value)
+        else:
+            assign_weight(ours, theirs.numpy(), f"{theirs.path!r} of the KerasHub preset")
+
+
+def _read_keras_hub_backbone(directory):
+    """KerasHub's float32 `Gemma3Backbone` of the preset, built without
+    initial values and loaded with each variable adopting what it reads."""
+    import keras_hub
+
+    try:
+        with deferred_variables():
+            source = keras_hub.models.Gemma3Backbone.from_preset(
+                directory, dtype="float32", load_weights=False
+            )
+        with filling_deferred_variables(), zero_copy_weight_files():
+            source.load_weights(os.path.join(directory, "model.weights.h5"))
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"Could not read the KerasHub preset {directory}: {e}") from None
+    return source
 
 
 def load_keras_hub_preset(cls, directory, load_weights=True, dtype=None, **kwargs):
     """Builds an `EmbeddingGemma` of class `cls` from a KerasHub preset folder."""
-    import keras_hub
-
     config = read_json(directory, "config.json")
     _check(
         config.get("registered_name") == KERAS_HUB_CLASS,
@@ -131,30 +163,35 @@ def load_keras_hub_preset(cls, directory, load_weights=True, dtype=None, **kwarg
         tokenizer.vocabulary_size(), backbone_config["vocabulary_size"],
         f"{directory}: {VOCABULARY_PATH}", "config.json vocabulary_size",
     )
-    backbone = EmbeddingGemmaBackbone(
-        **backbone_kwargs_from_keras_hub(backbone_config), dtype=dtype
-    )
-    model = cls(
-        backbone=backbone,
-        preprocessor=EmbeddingGemmaPreprocessor(tokenizer),
-        pooling="mean",
-        projection_units=(
-            backbone_config["pooling_intermediate_dim"],
-            backbone_config["embedding_dim"],
-        ),
-        **kwargs,
-    )
+    if load_weights and not os.path.isfile(os.path.join(directory, "model.weights.h5")):
+        raise CheckpointError(f"model.weights.h5 is missing from {directory}.")
+    # With weights to read, variables get no random initial values first.
+    build_scope = deferred_variables() if load_weights else contextlib.nullcontext([])
+    # Compiled once loaded: the optimizer's variables need values now.
+    compile_model = kwargs.pop("compile", True)
+    with build_scope as pending:
+        backbone = EmbeddingGemmaBackbone(
+            **backbone_kwargs_from_keras_hub(backbone_config), dtype=dtype
+        )
+        model = cls(
+            backbone=backbone,
+            preprocessor=EmbeddingGemmaPreprocessor(tokenizer),
+            pooling="mean",
+            projection_units=(
+                backbone_config["pooling_intermediate_dim"],
+                backbone_config["embedding_dim"],
+            ),
+            compile=False,
+            **kwargs,
+        )
     if load_weights:
-        weights = os.path.join(directory, "model.weights.h5")
-        if not os.path.isfile(weights):
-            raise CheckpointError(f"model.weights.h5 is missing from {directory}.")
-        try:
-            source = keras_hub.models.Gemma3Backbone.from_preset(
-                directory, dtype="float32"
-            )
-        except (OSError, ValueError) as e:
+        with filling_deferred_variables():
+            _copy_weights(_read_keras_hub_backbone(directory), model)
+        missing = unassigned(pending)
+        if missing:
             raise CheckpointError(
-                f"Could not read the KerasHub preset {directory}: {e}"
-            ) from None
-        _copy_weights(source, model)
+                f"The KerasHub preset {directory} holds no value for {', '.join(missing)}."
+            )
+    if compile_model:
+        model.compile()
     return model

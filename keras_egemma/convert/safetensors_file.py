@@ -2,9 +2,13 @@
 
 The format is an 8-byte little-endian header size, a JSON header mapping
 tensor names to dtype, shape and byte offsets, then raw little-endian data.
-Reading it directly (memory-mapped) supports bfloat16, which numpy lacks,
-never copies the whole file, and lets us name the file and the tensor when a
-file is truncated or corrupted.
+Reading it directly supports bfloat16, which numpy lacks, reads each tensor
+only when it is asked for (into an array of its own, 64-byte aligned so that
+JAX adopts it without a copy, or memory-mapped: `SafetensorsFile.get`), and
+lets us name the file and the tensor when a file is truncated or corrupted.
+The file is never mapped whole: pages of a map count in the process's
+resident memory while it lives, so a whole-file map grows by every tensor
+read until the last one is.
 """
 
 import json
@@ -15,6 +19,8 @@ import ml_dtypes
 import numpy as np
 
 from keras_egemma.io.errors import CheckpointError
+from keras_egemma.io.mapped_weights import aligned_empty
+from keras_egemma.io.mapped_weights import maps_tensor
 
 DTYPES = {
     "F64": np.float64,
@@ -78,7 +84,6 @@ class SafetensorsFile:
                 f"{self._data_start + end} bytes but the file has {size}. "
                 "Download or copy it again."
             )
-        self._map = np.memmap(self.path, dtype=np.uint8, mode="r") if end else None
 
     def keys(self):
         return list(self._header)
@@ -94,8 +99,14 @@ class SafetensorsFile:
             raise CheckpointError(f"Tensor {name!r} is missing from {self.path}.")
         return self._header[name]
 
-    def get(self, name):
-        """The tensor as a numpy array (bfloat16 as `ml_dtypes.bfloat16`)."""
+    def get(self, name, map_mode=None):
+        """The tensor as a numpy array (bfloat16 as `ml_dtypes.bfloat16`).
+
+        Read from the file into a 64-byte aligned array of its own; with
+        `map_mode` ("r" read-only, "c" copy-on-write: `mapped_weights.
+        file_map_mode`), a large tensor (`mapped_weights.maps_tensor`) is
+        memory-mapped instead, so only the pages used are ever read.
+        """
         entry = self._entry(name)
         if entry["dtype"] not in DTYPES:
             raise CheckpointError(
@@ -111,8 +122,19 @@ class SafetensorsFile:
                 f"{entry['shape']} needs {count * dtype.itemsize} bytes, the "
                 f"header gives {end - begin}."
             )
-        raw = self._map[self._data_start + begin : self._data_start + end]
-        return raw.view(dtype).reshape(entry["shape"])
+        offset, shape = self._data_start + begin, tuple(entry["shape"])
+        if maps_tensor(map_mode, offset, end - begin):
+            return np.memmap(self.path, dtype=dtype, mode=map_mode, offset=offset, shape=shape)
+        value = aligned_empty(shape, dtype)
+        with open(self.path, "rb") as f:
+            f.seek(offset)
+            read = f.readinto(value.reshape(-1).view(np.uint8))
+        if read != end - begin:
+            raise CheckpointError(
+                f"Tensor {name!r} in {self.path} is truncated: read {read} of "
+                f"{end - begin} bytes. Download or copy the file again."
+            )
+        return value
 
 
 class ShardedSafetensors:
@@ -202,6 +224,6 @@ class ShardedSafetensors:
     def shape(self, name):
         return self._shard(name).shape(name)
 
-    def get(self, name):
-        """The tensor as a numpy array (bfloat16 as `ml_dtypes.bfloat16`)."""
-        return self._shard(name).get(name)
+    def get(self, name, map_mode=None):
+        """The tensor as a numpy array (`SafetensorsFile.get`)."""
+        return self._shard(name).get(name, map_mode)

@@ -3,18 +3,19 @@ first filling every variable with random values.
 
 Keras initialises each variable when it is created: for the published model
 that is the whole model's size in random numbers, all overwritten by the
-file a moment later, and a second full-size buffer alive while each value is replaced.
-Here the model is built with its variables' initialisation deferred, and
-each variable gets its memory only when the file's value arrives:
+file a moment later, and a second full-size buffer alive while each value is
+replaced. Here the model is built with its variables' initialisation
+deferred, and each variable gets its memory only when the file's value
+arrives (`filling_deferred_variables`): the value read from the file becomes
+the variable's buffer.
 
-- JAX: the value read from the file becomes the variable's buffer (no copy
-  on CPU when the array is 64-byte aligned: `mapped_weights`), so loading
-  peaks at the size of the weights.
-- TensorFlow and PyTorch assign into an existing buffer: the variables get
-  zeros (PyTorch: uninitialised memory, which costs nothing until written)
-  and the file's values are copied in, one variable at a time. So does JAX
-  under a `keras.distribution`, where creating the buffer lays the variable
-  out over the devices.
+- JAX and PyTorch adopt the array read without copying it (JAX on CPU when
+  it is 64-byte aligned: `mapped_weights`), so loading peaks at the size of
+  the weights.
+- TensorFlow copies the array once into the variable it creates, one
+  variable at a time.
+- JAX under a `keras.distribution` gets zeros first, as creating the buffer
+  lays the variable out over the devices, and the values are copied in.
 """
 
 import contextlib
@@ -24,23 +25,15 @@ import keras
 from keras_egemma import _keras_compat
 
 
-def _allocate(variable):
-    """Gives a deferred variable a buffer to assign into."""
-    if keras.backend.backend() == "torch":
-        import torch
-
-        # Untouched pages cost nothing until the file's values are copied in.
-        value = torch.empty(variable.shape, dtype=getattr(torch, variable.dtype))
-    else:
-        value = keras.ops.zeros(variable.shape, dtype=variable.dtype)
-    _keras_compat.give_variable_value(variable, value)
+def _distributed():
+    return keras.backend.backend() == "jax" and keras.distribution.distribution() is not None
 
 
 def adopts_file_buffers():
     """True where a deferred variable takes the array read from the file as
-    its buffer: JAX, unless a distribution is active (giving a JAX variable
-    its first value is where it gets its layout over the devices)."""
-    return keras.backend.backend() == "jax" and keras.distribution.distribution() is None
+    its buffer without copying it: JAX (unless a distribution is active) and
+    PyTorch."""
+    return keras.backend.backend() in ("jax", "torch") and not _distributed()
 
 
 @contextlib.contextmanager
@@ -48,23 +41,31 @@ def deferred_variables():
     """Builds models in the block with uninitialised variables; yields a list
     that holds those variables once the block ends.
 
-    The caller must then give every variable a value (`load_weights`). On
-    JAX the variables stay empty until assigned; on TF and torch (and JAX
-    under a distribution) they are allocated as the block ends, since their
-    `assign` writes into a buffer.
+    The caller must then give every variable a value (`load_weights` inside
+    `filling_deferred_variables`). Under a JAX distribution the variables
+    get zeros as the block ends, since giving a JAX variable its first value
+    is where it is laid out over the devices.
 
     Example:
     ```python
     with deferred_variables() as pending:
         model = EmbeddingGemma.from_config(config)
-    model.load_weights("model.weights.h5")
+    with filling_deferred_variables():
+        model.load_weights("model.weights.h5")
     ```
     """
     with _keras_compat.variables_created_uninitialized() as pending:
         yield pending
-    if not adopts_file_buffers():
+    if _distributed():
         for variable in pending:
-            _allocate(variable)
+            value = keras.ops.zeros(variable.shape, dtype=variable.dtype)
+            _keras_compat.give_variable_value(variable, value)
+
+
+def filling_deferred_variables():
+    """Within the block, assigning to a deferred variable that has no value
+    yet makes the value its buffer (on every backend)."""
+    return _keras_compat.first_assign_gives_value()
 
 
 def unassigned(variables):

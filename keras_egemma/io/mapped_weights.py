@@ -1,5 +1,5 @@
-"""`.weights.h5` files laid out and read so that JAX adopts their tensors
-without copying, and maps the largest from the file
+"""`.weights.h5` files laid out and read so that JAX and PyTorch adopt their
+tensors without copying, and map the largest from the file
 (`zero_copy_weight_files`).
 
 JAX on CPU takes a numpy array as a variable's buffer without copying it
@@ -11,10 +11,13 @@ asynchronously, a pile of pending source arrays besides.
 
 - Reading: each tensor is read into an aligned array, which the variable
   adopts. A tensor of `MAPPED_MIN_BYTES` or more that the file stores
-  contiguously at an aligned offset is not read at all: it is
-  memory-mapped, read-only, and becomes the variable's buffer, so only the
-  pages a lookup touches (the embedding rows of the batch's tokens) are ever
-  in memory, and the kernel may drop them again under pressure.
+  contiguously (for JAX at an aligned offset) is not read at all where the backend
+  adopts a mapped array (`file_map_mode`): it is memory-mapped and becomes
+  the variable's buffer, so only the pages a lookup touches (the embedding
+  rows of the batch's tokens) are ever in memory, and the kernel may drop
+  them again under pressure. JAX maps read-only (its arrays are
+  immutable); PyTorch maps copy-on-write, so training writes private pages
+  and never the file.
 - Writing: HDF5 places tensors of `MAPPED_MIN_BYTES` or more on page
   boundaries.
 
@@ -26,6 +29,7 @@ import contextlib
 import pathlib
 
 import h5py
+import keras
 import numpy as np
 
 from keras_egemma import _keras_compat
@@ -52,14 +56,42 @@ def aligned_empty(shape, dtype):
     return raw[start : start + count * dtype.itemsize].view(dtype).reshape(shape)
 
 
-def _mappable_offset(dataset):
-    """The file offset of a dataset stored whole and aligned, else None."""
-    if dataset.chunks is not None or dataset.nbytes < MAPPED_MIN_BYTES:
-        return None
-    if dataset.file.driver != "sec2" or dataset.file.userblock_size:
+def file_map_mode():
+    """How large tensors are mapped from a file as variables' buffers: "r"
+    (read-only) on JAX, "c" (copy-on-write) on PyTorch, or None where the
+    variable copies them anyway (TensorFlow, JAX under a distribution)."""
+    backend = keras.backend.backend()
+    if backend == "jax" and keras.distribution.distribution() is None:
+        return "r"
+    return "c" if backend == "torch" else None
+
+
+def maps_tensor(mode, offset, nbytes):
+    """Whether a tensor of `nbytes` at file `offset` is mapped rather than
+    read, under `file_map_mode()`'s `mode`: a large one, at a 64-byte aligned
+    offset for JAX (which copies a buffer at another address); PyTorch takes
+    one at any address."""
+    return bool(mode) and nbytes >= MAPPED_MIN_BYTES and (mode == "c" or offset % ALIGNMENT == 0)
+
+
+def adoptable(array):
+    """`array` in the form the backend adopts without a copy: on PyTorch a
+    tensor sharing its memory (Keras' PyTorch backend copies any numpy array
+    it is given), elsewhere the array itself."""
+    torch_takes = array.flags.writeable and array.dtype.kind in "fiub"
+    if keras.backend.backend() != "torch" or not torch_takes:
+        return array
+    import torch
+
+    return torch.from_numpy(array)
+
+
+def _mappable_offset(dataset, mode):
+    """The file offset of a dataset stored whole that `maps_tensor`, else None."""
+    if dataset.chunks is not None or dataset.file.driver != "sec2" or dataset.file.userblock_size:
         return None
     offset = dataset.id.get_offset()
-    return offset if offset is not None and offset % ALIGNMENT == 0 else None
+    return offset if offset is not None and maps_tensor(mode, offset, dataset.nbytes) else None
 
 
 class _ZeroCopyH5IOStore(_keras_compat.H5IOStore):
@@ -78,15 +110,16 @@ class _ZeroCopyH5IOStore(_keras_compat.H5IOStore):
         if "dtype" in dataset.attrs or dataset.dtype.kind not in "fiub" or dataset.size == 0:
             # bfloat16 (stored with a dtype attribute), strings, empty: as Keras reads them.
             return super().__getitem__(key)
-        offset = _mappable_offset(dataset)
+        mode = file_map_mode()
+        offset = _mappable_offset(dataset, mode)
         if offset is not None:
-            return np.memmap(
-                dataset.file.filename, dtype=dataset.dtype, mode="r", offset=offset,
+            return adoptable(np.memmap(
+                dataset.file.filename, dtype=dataset.dtype, mode=mode, offset=offset,
                 shape=dataset.shape,
-            )
+            ))
         value = aligned_empty(dataset.shape, dataset.dtype)
         dataset.read_direct(value)
-        return value
+        return adoptable(value)
 
 
 @contextlib.contextmanager

@@ -14,8 +14,8 @@ from keras_egemma.convert.huggingface_gemma2 import MODEL_TYPES as EMBEDDING_GEM
 from keras_egemma.convert.huggingface_gemma2 import load_embedding_gemma2_checkpoint
 from keras_egemma.convert.keras_hub_preset import KERAS_HUB_CLASS
 from keras_egemma.convert.keras_hub_preset import load_keras_hub_preset
-from keras_egemma.io.deferred_variables import adopts_file_buffers
 from keras_egemma.io.deferred_variables import deferred_variables
+from keras_egemma.io.deferred_variables import filling_deferred_variables
 from keras_egemma.io.deferred_variables import unassigned
 from keras_egemma.io.errors import CheckpointError
 from keras_egemma.io.errors import check_vocabulary_fits
@@ -167,10 +167,10 @@ def _load_own_preset(cls, directory, load_weights, dtype, **kwargs):
     if load_weights:
         # Weights are loaded here rather than by KerasHub so that an error
         # names the file it comes from.
-        # Where variables adopt the arrays read (JAX), they are read aligned
-        # (large ones mapped from the file) so that adopting needs no copy.
-        reads = zero_copy_weight_files() if adopts_file_buffers() else contextlib.nullcontext()
-        with reads, int4_weights_left_packed():
+        # Each variable's first value becomes its buffer; the arrays are read
+        # aligned (large ones mapped from the file where the backend adopts a
+        # mapped array) so that adopting needs no copy.
+        with filling_deferred_variables(), zero_copy_weight_files(), int4_weights_left_packed():
             _load_weights_file(
                 model.load_task_weights, os.path.join(directory, "task.weights.h5")
             )
