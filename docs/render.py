@@ -177,6 +177,49 @@ def inference_memory(data):
                   "above RSS after imports + tokenizer"], rows, "lrr")
 
 
+LAYOUTS = {"keras_egemma": "this library's preset",
+           "huggingface": "Hugging Face / sentence-transformers folder",
+           "keras_hub": "KerasHub preset"}
+
+
+def _loading_runs(data):
+    (d,) = data
+    return d["runs"], f"{d['texts']['count']} x {d['texts']['tokens']} tokens"
+
+
+def loading_memory(data):
+    """Peak above the post-import baseline, layout x backend."""
+    runs, texts = _loading_runs(data)
+    peaks = {(r["library"], r["backend"], r["layout"]): r["peak_bytes"] for r in runs}
+    rows = []
+    for layout, label in LAYOUTS.items():
+        cells = [peaks.get(("keras_egemma", b, layout)) for b in BACKEND_ORDER]
+        reference = peaks.get(("sentence_transformers", "torch", layout))
+        rows.append([label] + [
+            "n/a" if c is None else f"{c / GIB:.2f} GiB" for c in cells + [reference]])
+    header = [f"load, then embed {texts}"] + [BACKENDS[b] for b in BACKEND_ORDER] + [
+        "sentence-transformers"]
+    return table(header, rows, "lrrrr")
+
+
+def loading_memory_breakdown(data):
+    """Per run: the load's peak, what the loaded model holds, the embed's peak."""
+    runs, _ = _loading_runs(data)
+    order = list(LAYOUTS)
+    runs = sorted(runs, key=lambda r: (r["library"] != "keras_egemma",
+                                       BACKEND_ORDER.index(r["backend"]),
+                                       order.index(r["layout"])))
+    rows = []
+    for r in runs:
+        who = (BACKENDS[r["backend"]] if r["library"] == "keras_egemma"
+               else "sentence-transformers (PyTorch)")
+        rows.append([who, LAYOUTS[r["layout"]], *(
+            f"{r[k] / GIB:.2f} GiB" for k in ("load_peak_bytes", "after_load_bytes",
+                                              "embed_peak_bytes"))])
+    return table(["run", "from", "peak while loading", "held once loaded",
+                  "peak while embedding"], rows, "llrrr")
+
+
 def quantized_full_size(data):
     """Weights on disk and model memory per format and backend."""
     sizes, memory = {}, {}
@@ -368,6 +411,8 @@ def compressed_search(data):
 
 # name: (JSON files in docs/results/, function of their contents -> markdown)
 TABLES = {
+    "loading_memory": (["loading_memory.json"], loading_memory),
+    "loading_memory_breakdown": (["loading_memory.json"], loading_memory_breakdown),
     "inference_speed": (["inference_speed.json"], inference_speed),
     "inference_speedup": (["inference_speed.json"], inference_speedup),
     "inference_memory": (["inference_memory.json", "inference_memory_torch.json"],
