@@ -332,26 +332,20 @@ def bundled_model_speed(data):
     return table(["tokens per text", "sentences/s", "tokens/s"], rows, "rrr") + f"\n\n{caption}."
 
 
-def quantize_and_export(data):
+def quantization_fidelity(data):
     (d,) = data
     rows = []
     for fmt, r in d["results"].items():
-        fid = r["fidelity"]
-        sizes = list(fid)  # the Matryoshka sizes, largest first
-        top = fid[sizes[0]]
-        cosine = ("1" if fmt == "float32"
-                  else f"{top['cosine_mean']:.5f} / {top['cosine_min']:.5f}")
-        agreement = " / ".join(f"{fid[s]['top10_overlap']:.3f}" for s in sizes)
-        rows.append([fmt, f"{r['weights_bytes'] / 1e6:.2f} MB",
+        cosine = "1" if fmt == "float32" else f"{r['cosine_mean']:.5f} / {r['cosine_min']:.5f}"
+        rows.append([f"`{fmt}`", f"{r['weights_bytes'] / 1e6:.2f} MB",
                      f"{r['model_memory_bytes'] / 2**20:,.0f} MiB",
-                     f"{r['sentences_per_s']:.1f}", cosine, agreement])
-    sizes = list(next(iter(d["results"].values()))["fidelity"])
-    header = ["format", "weights on disk", "model memory", "sentences/s",
-              f"cosine to float32 @{sizes[0]} (mean / min)",
-              "top-10 agreement " + " / ".join(f"@{s}" for s in sizes)]
-    caption = (f"`{d['preset']}` on {BACKENDS[d['backend']]}, {d['queries']} queries and "
-               f"{d['documents']} documents of the sample corpus, batch {d['batch_size']}")
-    return table(header, rows, "lrrrll") + f"\n\n{caption}."
+                     f"{r['sentences_per_s']:.1f}", cosine, f"{r['top10_overlap']:.3f}"])
+    header = ["mode", "weights on disk", "model memory", "sentences/s",
+              "cosine to float32 (mean / min)", "top-10 agreement"]
+    caption = (f"`{d['preset']}` on {BACKENDS[d['backend']]}, {d['texts']} texts, batch "
+               f"{d['batch_size']}")
+    note = f" {d['note']}" if d.get("note") else ""
+    return table(header, rows, "lrrrll") + f"\n\n{caption}.{note}"
 
 
 def qat_vs_ptq(data):
@@ -423,7 +417,7 @@ TABLES = {
     "memory_soak": (["memory_soak.json"], memory_soak),
     "bundled_model": (["bundled_model.json"], bundled_model),
     "bundled_model_speed": (["bundled_model_speed.json"], bundled_model_speed),
-    "quantize_and_export": (["quantize_and_export.json"], quantize_and_export),
+    "quantization_fidelity": (["quantization_fidelity.json"], quantization_fidelity),
     "qat_vs_ptq": (["qat_vs_ptq.json"], qat_vs_ptq),
     "serve_load": (["serve_load.json"], serve_load),
     "compressed_search": (["compressed_search.json"], compressed_search),
