@@ -22,6 +22,7 @@ import keras_hub
 
 from keras_egemma.convert.keras_hub_preset import KERAS_HUB_CLASS
 from keras_egemma.convert.keras_hub_preset import embedding_weight_pairs
+from keras_egemma.io.atomic_saving import read_json_object
 from keras_egemma.io.atomic_saving import save_atomically
 from keras_egemma.models.backbone import FULL
 from keras_egemma.models.backbone import SLIDING
@@ -114,16 +115,10 @@ def is_replaceable_preset(directory):
     """True for an empty folder or a preset this writer wrote."""
     if not os.listdir(directory):
         return True
-    try:
-        with open(os.path.join(directory, "metadata.json"), encoding="utf-8") as f:
-            metadata = json.load(f)
-        with open(os.path.join(directory, "config.json"), encoding="utf-8") as f:
-            config = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return False
+    metadata = read_json_object(os.path.join(directory, "metadata.json")) or {}
+    config = read_json_object(os.path.join(directory, "config.json")) or {}
     return (
-        isinstance(metadata, dict) and isinstance(config, dict)
-        and str(metadata.get(EXPORTED_BY, "")).startswith("keras_egemma")
+        str(metadata.get(EXPORTED_BY, "")).startswith("keras_egemma")
         and config.get("registered_name") == KERAS_HUB_CLASS
     )
 

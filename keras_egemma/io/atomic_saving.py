@@ -19,18 +19,23 @@ def _give_usual_permissions(path):
     os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~_umask())
 
 
+def read_json_object(path):
+    """The JSON object in the file at `path`, or None if it is missing,
+    unreadable or not an object (for deciding whether a folder may be replaced)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def is_replaceable_preset(directory):
     """True for an empty folder or a preset saved by this library."""
     if not os.listdir(directory):
         return True
-    try:
-        with open(os.path.join(directory, "config.json"), encoding="utf-8") as f:
-            config = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return False
-    return isinstance(config, dict) and str(config.get("registered_name", "")).startswith(
-        "keras_egemma>"
-    )
+    config = read_json_object(os.path.join(directory, "config.json")) or {}
+    return str(config.get("registered_name", "")).startswith("keras_egemma>")
 
 
 def save_atomically(
