@@ -18,7 +18,8 @@
 #
 # **Settings** (environment variables, read in the next cell): `EGEMMA_PRESET`
 # (default `embeddinggemma_mini`); `EGEMMA_EPOCHS`, epochs per run (default
-# 4); `EGEMMA_FIGURES`, the folder the plot is saved to (default: the current
+# 4); `EGEMMA_TRAIN_EXAMPLES`, at most this many training triplets (default:
+# all); `EGEMMA_FIGURES`, the folder the plot is saved to (default: the current
 # directory).
 
 # %%
@@ -36,6 +37,7 @@ from keras_egemma.evaluation import retrieval_metrics
 
 PRESET = os.environ.get("EGEMMA_PRESET", "embeddinggemma_mini")
 EPOCHS = int(os.environ.get("EGEMMA_EPOCHS", "4"))
+TRAIN_EXAMPLES = int(os.environ.get("EGEMMA_TRAIN_EXAMPLES", "0")) or None
 FIGURES = os.environ.get("EGEMMA_FIGURES", ".")
 
 # %% [markdown]
@@ -68,7 +70,7 @@ def triplet(topic, query, body):
 
 
 split = int(0.8 * len(paragraphs))
-train = [triplet(*p) for p in paragraphs[:split]]
+train = [triplet(*p) for p in paragraphs[:split]][:TRAIN_EXAMPLES]
 held_out = [{"query": q, "positive": b} for _, q, b in paragraphs[split:]]
 print(f"{len(train)} training triplets, {len(held_out)} held-out pairs")
 

@@ -23,7 +23,8 @@
 # **Settings** (environment variables, read in the next cell):
 # `EGEMMA_PRESET` takes anything `EmbeddingGemma.from_preset` loads (default:
 # the bundled `embeddinggemma_mini`, about a minute on two CPU cores);
-# `EGEMMA_BATCH_SIZE` (default 32); `EGEMMA_FIGURES`, the folder for the
+# `EGEMMA_BATCH_SIZE` (default 32); `EGEMMA_DOCUMENTS`, at most this many
+# queries and documents (default: all); `EGEMMA_FIGURES`, the folder for the
 # plot and the JSON of results (default: the current directory).
 #
 # For the full published configuration with random weights (no download;
@@ -58,6 +59,7 @@ from keras_egemma.evaluation.footprint import measure_in_fresh_process
 
 PRESET = os.environ.get("EGEMMA_PRESET", "embeddinggemma_mini")
 BATCH_SIZE = int(os.environ.get("EGEMMA_BATCH_SIZE", "32"))
+DOCUMENTS = int(os.environ.get("EGEMMA_DOCUMENTS", "0")) or None
 FIGURES = os.environ.get("EGEMMA_FIGURES", ".")
 
 # %% [markdown]
@@ -74,6 +76,7 @@ for _, row in read_jsonl(SAMPLE_CORPUS):
         queries.append(sentences[0])
         titles.append(row["title"])
         documents.append(" ".join(sentences[1:]))
+queries, titles, documents = queries[:DOCUMENTS], titles[:DOCUMENTS], documents[:DOCUMENTS]
 print(f"{len(queries)} queries, {len(documents)} documents")
 
 # %% [markdown]

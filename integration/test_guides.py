@@ -59,6 +59,9 @@ def test_guide_runs_as_a_notebook(guide, tmp_path, monkeypatch):
     # The kernel inherits this environment.
     monkeypatch.setenv("KERAS_BACKEND", "jax")
     monkeypatch.setenv("EGEMMA_EPOCHS", "1")
+    # Enough data for every cell to mean something, little enough for CI.
+    monkeypatch.setenv("EGEMMA_TRAIN_EXAMPLES", "192")
+    monkeypatch.setenv("EGEMMA_DOCUMENTS", "64")
     monkeypatch.setenv("EGEMMA_FIGURES", str(tmp_path))
     notebook = run_notebook(os.path.join(GUIDES, guide), cwd=tmp_path)
     stdout = stdout_of(notebook)
