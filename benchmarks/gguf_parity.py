@@ -27,6 +27,7 @@ from pydoc_data.topics import topics
 
 import numpy as np
 from provenance import provenance
+from provenance import write_result
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BOUNDS = {"f32": 0.9999, "f16": 0.9999, "q8_0": 0.99}
@@ -153,10 +154,7 @@ def main():
               f"{r['same_token_ids']:>6} {r['bound']:7} {'ok' if r['passes'] else 'FAIL'}")
     result = {**provenance(env=("KERAS_BACKEND",)), "texts": len(texts),
               "token_lengths": lengths, "results": rows}
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=1)
-    print(f"wrote {args.output}")
+    write_result(result, args.output)
     return 0 if all(r["passes"] for r in rows.values()) else 1
 
 

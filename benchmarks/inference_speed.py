@@ -37,6 +37,7 @@ import tempfile
 import time
 
 from provenance import provenance
+from provenance import write_result
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
@@ -304,9 +305,7 @@ def main():
         "sizes": sizes,
     }
     print_table(result)
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump(result, f, indent=2)
+    write_result(result, args.output)
 
 
 if __name__ == "__main__":

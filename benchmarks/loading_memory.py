@@ -36,6 +36,7 @@ from inference_speed import build_checkpoint
 from inference_speed import make_texts
 from inference_speed import rss_bytes
 from provenance import provenance
+from provenance import write_result
 
 LAYOUTS = ("keras_egemma", "huggingface", "keras_hub")
 BATCH, LENGTH = 32, 128
@@ -181,9 +182,7 @@ def main():
         "runs": runs,
     }
     print_table(result)
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump(result, f, indent=2)
+    write_result(result, args.output)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import subprocess
 import sys
 
 from provenance import provenance
+from provenance import write_result
 
 # (rows, inner, columns): tokens x hidden x intermediate and the backward's
 # weight-gradient product, for the small (4,096 tokens per step) and the
@@ -75,10 +76,7 @@ def main():
     print(f"{'GFLOP/s':32s}" + "".join(f"{b:>12s}" for b in results))
     for name in SHAPES:
         print(f"{name:32s}" + "".join(f"{results[b][name]:12.1f}" for b in results))
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output + ".tmp", "w") as f:
-        json.dump({**provenance(), "shapes": SHAPES, "gflops": results}, f, indent=2)
-    os.replace(args.output + ".tmp", args.output)
+    write_result({**provenance(), "shapes": SHAPES, "gflops": results}, args.output)
 
 
 if __name__ == "__main__":

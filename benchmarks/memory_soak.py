@@ -30,7 +30,6 @@ Prints a table and writes JSON (default `results/memory_soak.json`).
 
 import argparse
 import gc
-import json
 import os
 import platform
 import subprocess
@@ -43,6 +42,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 from provenance import provenance  # noqa: E402
+from provenance import write_result  # noqa: E402
 
 WORDS = (
     "the a of to in and is for on with as by at from that this it be are was "
@@ -314,10 +314,7 @@ def main():
         import jax
 
         result["jax"] = jax.__version__
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump(result, f, indent=2)
-    print(f"wrote {args.output}")
+    write_result(result, args.output)
 
 
 if __name__ == "__main__":

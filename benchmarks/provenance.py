@@ -5,6 +5,7 @@ result copied into `docs/results/` is rendered with them (`docs/render.py`).
 """
 
 import datetime
+import json
 import os
 import platform
 import shlex
@@ -49,3 +50,14 @@ def provenance(env=()):
                    f"{os.cpu_count()} cores",
         "commit": git_commit(),
     }
+
+
+def write_result(result, path):
+    """Writes `result` as JSON at `path` (folders made as needed), through a
+    staging file renamed into place, and says where on stderr."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    staging = f"{path}.tmp"
+    with open(staging, "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=2)
+    os.replace(staging, path)
+    print(f"wrote {path}", file=sys.stderr)

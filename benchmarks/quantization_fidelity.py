@@ -16,7 +16,6 @@ docs/results/ and `python docs/render.py` puts it in docs/quantization.md.
 
 import argparse
 import glob
-import json
 import os
 import sys
 import tempfile
@@ -32,6 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fidelity_texts import ENGLISH_SENTENCES  # noqa: E402
 from fidelity_texts import fidelity_texts  # noqa: E402
 from provenance import provenance  # noqa: E402
+from provenance import write_result  # noqa: E402
 
 FORMATS = ["float32", "int8", "int4", "mixed", "mixed_per_channel"]
 
@@ -106,10 +106,7 @@ def main(argv=None):
         batch_size=args.batch_size,
         results=results,
     )
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(data, f, indent=2)
-    print("wrote", args.out)
+    write_result(data, args.out)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from inference_speed import build_checkpoint
 from inference_speed import convert
 from inference_speed import make_texts
 from provenance import provenance
+from provenance import write_result
 
 
 def texts_of_length(model, count, tokens):
@@ -272,9 +273,7 @@ def main():
         "runs": runs,
     }
     print_table(result)
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump(result, f, indent=2)
+    write_result(result, args.output)
 
 
 if __name__ == "__main__":

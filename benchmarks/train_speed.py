@@ -33,6 +33,7 @@ import sys
 import tempfile
 
 from provenance import provenance
+from provenance import write_result
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
@@ -207,10 +208,7 @@ def main():
         print(f"{r['config'] + ' ' + str(r['batch']) + 'x' + str(r['length']):24s} {name:34s} "
               f"{r['median_step_s']:9.2f} {r['first_step_s']:8.1f} {r['tokens_per_s']:9.0f} "
               f"{r['peak_rss_bytes'] / 2**30:9.2f} {speedup:>7s}")
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output + ".tmp", "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(args.output + ".tmp", args.output)
+    write_result(result, args.output)
 
 
 if __name__ == "__main__":
