@@ -523,8 +523,8 @@ class _T5Gemma2EncoderTensors:
     def shape(self, name):
         return self._weights.shape(self._key(name))
 
-    def get(self, name):
-        value = self._weights.get(self._key(name))
+    def get(self, name, map_mode=None):
+        value = self._weights.get(self._key(name), map_mode)
         if name == "embed_tokens.weight" and self._eoi is not None:
             index, row = self._eoi
             value = np.array(value, dtype="float32")
