@@ -7,6 +7,7 @@
     keras-egemma embed "first text" "second text" --task query
     keras-egemma embed "a text" --prompt "task: classification | query: "
     keras-egemma embed --file corpus.txt --task document --dim 256 --output emb.npy
+    keras-egemma embed --runner DirectRunner --input 'corpus/*.jsonl' --output out/emb --task document
     keras-egemma evaluate ./my_dataset --dim 128 --output metrics.json
     keras-egemma bench --lengths 16 64 256
     keras-egemma bench --backend torch --dtype bfloat16
@@ -349,7 +350,29 @@ def _embed_arguments(parser):
         help="Prompt name: query, document, STS, Clustering, ... (default: none).",
     )
     _prompt_option(prompt, "a --task prompt")
-    parser.add_argument("--output", help="Write embeddings to .npy or .jsonl.")
+    parser.add_argument(
+        "--output",
+        help="Write embeddings to .npy or .jsonl (with --runner: the prefix of the Parquet shards).",
+    )
+    parser.add_argument(
+        "--runner",
+        default=None,
+        metavar="NAME",
+        help="Embed --input shards in an Apache Beam pipeline on this runner (DirectRunner, "
+        "DataflowRunner, FlinkRunner, SparkRunner); other options go to Beam unchanged. "
+        "Needs the beam extra (docs/beam.md).",
+    )
+    parser.add_argument(
+        "--input",
+        default=None,
+        metavar="PATTERN",
+        help='With --runner: JSONL or Parquet shards of {"id", "text"[, "title"]} rows.',
+    )
+    parser.add_argument(
+        "--share-model",
+        action="store_true",
+        help="With --runner: one model per worker machine, shared by its processes.",
+    )
     _model_options(parser)
 
 
@@ -357,6 +380,16 @@ def _embed(args, out):
     import numpy as np
 
     _positive("batch-size", args.batch_size)
+    if args.runner:
+        if not _is_installed("apache_beam"):
+            raise ValueError(
+                'embed --runner needs Apache Beam. Install it with: pip install -e ".[beam]"'
+            )
+        from keras_egemma.beam.command import run_embed_pipeline
+
+        return run_embed_pipeline(args, out)
+    if args.input or args.share_model:
+        raise ValueError("--input and --share-model apply to embed --runner only.")
     texts = _read_texts(args)
     model = _load(args.preset, args.dtype)
     _check_dim(model, args.dim)
@@ -634,7 +667,11 @@ def _parser():
 
 def _parse(argv):
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    # `embed --runner`: options this parser does not know are Beam's.
+    if unknown and not getattr(args, "runner", None):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.argv, args.unknown = argv, unknown
     if COMMANDS[args.command].loads_preset:
         args.preset = args.preset or DEFAULT_PRESET
     elif args.preset is not None:
