@@ -1,12 +1,12 @@
 import keras
 from keras import ops
-from keras_hub.layers import RotaryEmbedding
 
 from keras_egemma.layers.attention_kernels import band_is_cheaper
 from keras_egemma.layers.attention_kernels import dense_attention
 from keras_egemma.layers.attention_kernels import sliding_window_band_attention
 from keras_egemma.layers.attention_kernels import sliding_window_mask
 from keras_egemma.layers.rms_normalization import RMSNormalization
+from keras_egemma.layers.rotary_embedding import RotaryEmbedding
 
 
 def _static(dim):
