@@ -15,3 +15,4 @@ from keras_egemma.layers.ple_encoder_block import EmbeddingGemma2EncoderBlock
 from keras_egemma.layers.poolers import get_pooler
 from keras_egemma.layers.projection_head import EmbeddingProjectionHead
 from keras_egemma.layers.rms_normalization import RMSNormalization
+from keras_egemma.layers.rotary_embedding import RotaryEmbedding
