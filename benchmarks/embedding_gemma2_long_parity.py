@@ -1,0 +1,146 @@
+"""EmbeddingGemma 2 long-input parity: ours against transformers on one 8,192-token input.
+
+Builds the published text configuration (`EmbeddingGemma2TextConfig`'s defaults: 24
+layers, hidden 512, sliding radius 512, global heads of 512, PLE 512, projection to 768)
+with transformers' own random initialisation (seeded; linear weights N(0, 0.02), norms
+one) and a small SentencePiece vocabulary (`--vocab-size`, default 1024; no download),
+saved as a sentence-transformers folder by the test suite's `embedding_gemma2_checkpoints`
+(whose N(0, 1/fan_in) test weights are replaced). Over 24 random layers float32
+rounding is amplified: at 64 tokens, seed 0, transformers' own float32 token embeddings
+are 0.056 (max abs) from its float64 ones, ours 0.058, so the bound speaks to random
+weights only through `--float64-floor`'s figures. Loads it with
+`eg.EmbeddingGemma.from_preset`, and runs one random input of `--tokens` ids (<bos> ...
+<eos>) through our backbone and embedding projection and through transformers'
+`EmbeddingGemma2TextModel` (eager attention, float32, CPU). Prints the max abs difference
+of the token embeddings and of the mean-pooled, normalised embedding, and their cosine
+(issue 23's bound: max abs <= 1e-4), and writes JSON with the run's provenance.
+`--float64-floor` also runs transformers in float64 and reports how far its own float32
+and ours are from it.
+
+    KERAS_BACKEND=jax python benchmarks/embedding_gemma2_long_parity.py \
+        [--tokens 8192] [--vocab-size 1024] [--float64-floor] [--output results/embedding_gemma2_long_parity.json]
+
+Heavy at 8,192 tokens (transformers' eager attention holds 8,192^2 scores per head): run it
+on a machine with some 16 GB free.
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+
+import numpy as np
+from provenance import provenance
+from provenance import write_result
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BOUND = 1e-4
+
+
+def published_text_overrides():
+    """`EmbeddingGemma2TextConfig`'s own defaults in place of the tiny test values."""
+    from transformers import EmbeddingGemma2TextConfig
+
+    keys = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+            "num_key_value_heads", "head_dim", "sliding_window", "hidden_size_per_layer_input",
+            "embedding_dim")
+    overrides = {key: getattr(EmbeddingGemma2TextConfig, key) for key in keys}
+    # Builder-only arguments (not config attributes): their defaults, and the default
+    # layer pattern (a global layer every 6th).
+    overrides.update(global_head_dim=512, num_global_key_value_heads=1, layer_types=None)
+    return overrides
+
+
+def cosine(a, b):
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tokens", type=int, default=8192)
+    parser.add_argument("--vocab-size", type=int, default=1024)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--float64-floor", action="store_true",
+                        help="also run transformers in float64 (the rounding floor)")
+    parser.add_argument("--output",
+                        default=os.path.join("results", "embedding_gemma2_long_parity.json"))
+    args = parser.parse_args()
+
+    sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+    import embedding_gemma2_checkpoints as e2
+    import keras
+    import reference_checkpoints as rc
+    import torch
+
+    import keras_egemma as eg
+
+    with tempfile.TemporaryDirectory() as tmp:
+        spm = rc.train_sentencepiece(os.path.join(tmp, "spm"), vocab_size=args.vocab_size)
+        overrides = published_text_overrides()
+        checkpoint = e2.build_embedding_gemma2_checkpoint(
+            os.path.join(tmp, "eg2"), spm_path=spm, seed=args.seed,
+            max_seq_length=args.tokens, **overrides,
+        )
+        from transformers import EmbeddingGemma2TextConfig
+        from transformers import EmbeddingGemma2TextModel
+
+        torch.manual_seed(args.seed)
+        initial = EmbeddingGemma2TextModel(EmbeddingGemma2TextConfig.from_pretrained(checkpoint))
+        initial.save_pretrained(checkpoint)
+        del initial
+        rng = np.random.default_rng(args.seed)
+        ids = rng.integers(3, args.vocab_size, size=(1, args.tokens)).astype("int32")
+        ids[0, 0], ids[0, -1] = rc.BOS_ID, rc.EOS_ID
+        mask = np.ones_like(ids)
+
+        text_model = e2.sentence_transformer(checkpoint)[0].auto_model
+        inputs = dict(input_ids=torch.from_numpy(ids.astype("int64")),
+                      attention_mask=torch.from_numpy(mask.astype("int64")))
+        with torch.no_grad():
+            expected = text_model(**inputs).last_hidden_state[0].numpy()
+            exact = None
+            if args.float64_floor:
+                exact = text_model.double()(**inputs).last_hidden_state[0].numpy()
+        del text_model
+
+        model = eg.EmbeddingGemma.from_preset(checkpoint)
+        assert model.backbone.num_layers == 24 and model.embedding_dim == 768
+        states = model.backbone({"token_ids": ids, "padding_mask": mask})
+        projection = model.projection_head.dense_layers[0]
+        ours = keras.ops.convert_to_numpy(projection(states))[0]
+
+    pooled_ours, pooled_expected = ours.mean(0), expected.mean(0)
+    pooled_ours /= np.linalg.norm(pooled_ours)
+    pooled_expected /= np.linalg.norm(pooled_expected)
+    token_max_abs = float(np.abs(ours - expected).max())
+    embedding_max_abs = float(np.abs(pooled_ours - pooled_expected).max())
+    token_cosines = [cosine(a, b) for a, b in zip(ours, expected)]
+    result = {
+        **provenance(env=("KERAS_BACKEND",)),
+        "tokens": args.tokens, "vocab_size": args.vocab_size, "seed": args.seed,
+        "config": {k: v for k, v in published_text_overrides().items() if k != "layer_types"},
+        "bound": BOUND,
+        "token_embeddings_max_abs": token_max_abs,
+        "token_embeddings_reference_max_abs": float(np.abs(expected).max()),
+        "token_embeddings_min_cosine": min(token_cosines),
+        "embedding_max_abs": embedding_max_abs,
+        "embedding_cosine": cosine(pooled_ours, pooled_expected),
+        "within_bound": max(token_max_abs, embedding_max_abs) <= BOUND,
+    }
+    if exact is not None:
+        result["float64_floor"] = {
+            "transformers_float32_max_abs": float(np.abs(expected - exact).max()),
+            "ours_max_abs": float(np.abs(ours - exact).max()),
+        }
+        print("to transformers in float64: transformers float32 max abs "
+              f"{result['float64_floor']['transformers_float32_max_abs']:.3g}, ours "
+              f"{result['float64_floor']['ours_max_abs']:.3g}")
+    print(f"{args.tokens} tokens, backend {keras.backend.backend()}: token embeddings max abs "
+          f"{token_max_abs:.3g} (min cosine {min(token_cosines):.7f}); embedding max abs "
+          f"{embedding_max_abs:.3g}, cosine {result['embedding_cosine']:.7f}; bound {BOUND:g}: "
+          f"{'within' if result['within_bound'] else 'MISSED'}")
+    write_result(result, args.output)
+
+
+if __name__ == "__main__":
+    main()
