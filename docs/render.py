@@ -403,6 +403,19 @@ def compressed_search(data):
                  "llrrrrl") + f"\n\n{caption}.{note}"
 
 
+def beam_embed(data):
+    (d,) = data
+    rows = [[f"{d['texts']:,}", str(d["workers"]), f"{d['input_shards']} / {d['output_shards']}",
+             "yes" if d["every_id_once"] else "no",
+             f"{d['max_abs_difference_to_encode']:.1e} (bound {d['bound']:.0e})",
+             f"{d['pipeline_seconds']:.1f}", f"{d['texts_per_second']:.1f}"]]
+    caption = (f"`{d['preset']}` on {BACKENDS[d['backend']]}, DirectRunner in multi-process mode; "
+               "the wall time includes starting the workers and loading the model in each")
+    return table(["texts", "workers", "shards in / out", "every id once",
+                  "max abs difference to `encode`", "pipeline s", "texts/s"], rows,
+                 "rrrlrrr") + f"\n\n{caption}."
+
+
 # name: (JSON files in docs/results/, function of their contents -> markdown)
 TABLES = {
     "loading_memory": (["loading_memory.json"], loading_memory),
@@ -420,6 +433,7 @@ TABLES = {
     "quantization_fidelity": (["quantization_fidelity.json"], quantization_fidelity),
     "qat_vs_ptq": (["qat_vs_ptq.json"], qat_vs_ptq),
     "serve_load": (["serve_load.json"], serve_load),
+    "beam_embed": (["beam_embed.json"], beam_embed),
     "compressed_search": (["compressed_search.json"], compressed_search),
 }
 
