@@ -7,9 +7,10 @@ table), loads it here, writes f32, f16 and q8_0 GGUF files, and embeds 20 texts
 (eight of 600 to 1,900 tokens, so the 512 window slides) with the query /
 document prompts, here and in llama.cpp (llama-cpp-python, built from its PyPI
 source by `benchmarks/setup_llama_cpp.sh` into its own virtual environment, run
-in a subprocess). Prints, per file type, the token-id agreement and the cosine
-between the two embeddings of each text (issue 19's bounds: >= 0.9999 for f32 /
-f16, >= 0.99 for q8_0), and writes JSON.
+in a subprocess; its build has AVX2 and no AMX, see that script for why).
+Prints, per file type, the token-id agreement and the cosine between the two
+embeddings of each text (issue 19's bounds: >= 0.9999 for f32 / f16, >= 0.99 for
+q8_0), and writes JSON with llama.cpp's CPU feature line.
 
     bash benchmarks/setup_llama_cpp.sh ~/.cache/keras_egemma/llama-cpp
     KERAS_BACKEND=jax python benchmarks/gguf_parity.py \
@@ -40,7 +41,8 @@ import llama_cpp
 texts = json.load(open(sys.argv[2]))
 llm = llama_cpp.Llama(model_path=sys.argv[1], embedding=True, n_ctx=2048, n_batch=2048,
                       n_ubatch=2048, n_threads=2, verbose=False)
-out = {"version": llama_cpp.__version__, "ids": [], "embeddings": []}
+out = {"version": llama_cpp.__version__, "ids": [], "embeddings": [],
+       "system_info": llama_cpp.llama_print_system_info().decode().strip()}
 for text in texts:
     out["ids"].append(llm.tokenize(text.encode("utf-8"), add_bos=True, special=False))
     out["embeddings"].append(llm.embed(text, normalize=True))
@@ -141,6 +143,7 @@ def main():
                 "same_token_ids": f"{same_ids}/{len(texts)}",
                 "file_bytes": os.path.getsize(files[file_type]),
                 "llama_cpp_python": theirs["version"],
+                "llama_cpp_system_info": theirs["system_info"],
                 "passes": bool(cosine.min() >= bound),
             }
     print(f"{'type':>5} {'min cos':>9} {'mean cos':>9} {'min cos 600+':>12} {'max |diff|':>10} "
