@@ -29,6 +29,13 @@ PRESETS = {
             "embeddings, MRL 512/256/128); vision and audio towers are not loaded."
         ),
         "handles": ["hf://google/embeddinggemma-2"],
+        # What to do when no handle downloads (the default names the Gemma terms).
+        "unavailable": (
+            "Check the network connection, or download the repository where the Hub "
+            "can be reached (`huggingface-cli download google/embeddinggemma-2 "
+            "--local-dir ./embeddinggemma-2`) and pass that folder as the preset "
+            "(`--preset ./embeddinggemma-2` on the command line)."
+        ),
     },
     "embeddinggemma_mini": {
         "description": (

@@ -35,6 +35,12 @@ OWN_PRESET_FILES = (
 )
 
 
+GATED_HINT = (
+    "Accept the Gemma terms on Kaggle or Hugging Face and log in "
+    "(kagglehub.login() / huggingface-cli login), or pass a local folder."
+)
+
+
 def download_hf(repo_id):
     """Downloads a Hugging Face repository's safe files; returns the folder."""
     from huggingface_hub import snapshot_download
@@ -67,8 +73,8 @@ def resolve_directory(preset):
         raise CheckpointError(
             f"Could not download preset {preset!r} from any source:\n  "
             + "\n  ".join(errors)
-            + "\nAccept the Gemma terms on Kaggle or Hugging Face and log in "
-            "(kagglehub.login() / huggingface-cli login), or pass a local folder."
+            + "\n"
+            + spec.get("unavailable", GATED_HINT)
         )
     if preset.startswith("hf://"):
         return download_hf(preset[len("hf://") :])
