@@ -416,6 +416,28 @@ def beam_embed(data):
                  "rrrlrrr") + f"\n\n{caption}."
 
 
+def gguf_parity(data):
+    (d,) = data
+    rows = []
+    for file_type, r in d["results"].items():
+        if "error" in r:
+            rows.append([file_type, f"failed: {r['error']}", "", "", "", "", "", "no"])
+            continue
+        rows.append([file_type, f"{r['min_cosine']:.7f} (bound {r['bound']})",
+                     f"{r['mean_cosine']:.7f}", f"{r['min_cosine_600_plus']:.7f}",
+                     f"{r['max_abs_diff']:.1e}", r["same_token_ids"],
+                     f"{r['file_bytes'] / 2**20:,.0f}", "yes" if r["passes"] else "no"])
+    run = next((r for r in d["results"].values() if "error" not in r), {})
+    lengths = d["token_lengths"]
+    caption = (f"{d['texts']} texts of {min(lengths):,}-{max(lengths):,} tokens "
+               f"({sum(n >= 600 for n in lengths)} of 600+), llama-cpp-python "
+               f"{run.get('llama_cpp_python', 'n/a')}; llama.cpp's CPU features: "
+               f"`{run.get('llama_cpp_system_info', 'n/a')}`")
+    return table(["type", "min cosine to ours", "mean cosine", "min cosine, 600+ tokens",
+                  "max abs difference", "same token ids", "file MiB", "passes"], rows,
+                 "llrrrrrl") + f"\n\n{caption}."
+
+
 # name: (JSON files in docs/results/, function of their contents -> markdown)
 TABLES = {
     "loading_memory": (["loading_memory.json"], loading_memory),
@@ -435,6 +457,7 @@ TABLES = {
     "serve_load": (["serve_load.json"], serve_load),
     "beam_embed": (["beam_embed.json"], beam_embed),
     "compressed_search": (["compressed_search.json"], compressed_search),
+    "gguf_parity": (["gguf_parity.json"], gguf_parity),
 }
 
 
