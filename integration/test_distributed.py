@@ -1,5 +1,5 @@
 """Data-parallel training: 4 CPU devices of batch 8 train like 1 device of 32,
-fully or with LoRA adapters.
+fully or with LoRA adapters, and EmbeddingGemma 2 (a tiny random checkpoint) fully.
 
 JAX: `keras.distribution.DataParallel` over 4 host devices
 (`--xla_force_host_platform_device_count=4`). TensorFlow:
@@ -20,7 +20,7 @@ SCRIPT = """
 import json, sys
 import numpy as np
 import keras
-backend, mode, out, lora = sys.argv[1:5]
+backend, mode, out, lora, preset, mrl_dims = sys.argv[1:7]
 if backend == "tensorflow":
     import tensorflow as tf
     cpus = tf.config.list_physical_devices("CPU")
@@ -38,10 +38,10 @@ import keras_egemma as eg
 keras.utils.set_random_seed(0)
 scope = strategy.scope() if strategy else contextlib.nullcontext()
 with scope:
-    model = eg.EmbeddingGemma.from_preset("embeddinggemma_tiny")
+    model = eg.EmbeddingGemma.from_preset(preset)
     if lora == "lora":
         model.enable_lora(2)
-    model.compile(optimizer=keras.optimizers.SGD(0.05), mrl_dims=(128, 64))
+    model.compile(optimizer=keras.optimizers.SGD(0.05), mrl_dims=json.loads(mrl_dims))
 examples = [{"query": f"Where does person {i} work?",
              "positive": f"Person {i} is a baker in town {i % 5}.",
              "negative": f"Person {i + 1} is a pilot."} for i in range(64)]
@@ -54,11 +54,12 @@ print(json.dumps(history.history))
 """
 
 
-def run(backend, mode, tmp_path, lora="full"):
+def run(backend, mode, tmp_path, lora="full", preset="embeddinggemma_tiny", mrl_dims=(128, 64)):
     out = tmp_path / f"{backend}_{mode}_{lora}.npy"
     env = {**os.environ, "KERAS_BACKEND": backend,
            "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
-    result = subprocess.run([sys.executable, "-c", SCRIPT, backend, mode, str(out), lora],
+    args = [backend, mode, str(out), lora, str(preset), json.dumps(mrl_dims)]
+    result = subprocess.run([sys.executable, "-c", SCRIPT, *args],
                             env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1]), np.load(out)
@@ -84,3 +85,24 @@ def test_lora_on_four_devices_trains_like_one(tmp_path):
     np.testing.assert_allclose(parallel_history["loss"], single_history["loss"], atol=1e-5)
     assert np.abs(single_adapter).max() > 1e-4   # the adapter trained
     np.testing.assert_allclose(parallel_adapter, single_adapter, atol=1e-5)
+
+
+@pytest.mark.skipif(keras.backend.backend() not in ("jax", "tensorflow"),
+                    reason="data parallel engines: JAX DataParallel, tf.distribute")
+def test_embedding_gemma2_on_four_devices_trains_like_one(tmp_path, spm_path):
+    import embedding_gemma2_checkpoints as e2
+
+    backend = keras.backend.backend()
+    folder = e2.build_embedding_gemma2_checkpoint(str(tmp_path / "eg2"), spm_path=spm_path)
+    options = dict(preset=folder, mrl_dims=(24, 8))
+    single_history, single_kernel = run(backend, "single", tmp_path, **options)
+    parallel_history, parallel_kernel = run(backend, "parallel", tmp_path, **options)
+    for key in ("loss", "nce", "spread_out"):
+        np.testing.assert_allclose(parallel_history[key], single_history[key], atol=1e-5,
+                                   rtol=3e-6)
+    # The embedding projection moved, and alike on both.
+    import keras_egemma as eg
+
+    start = eg.EmbeddingGemma.from_preset(folder).projection_head.dense_layers[0].kernel
+    assert np.abs(single_kernel - keras.ops.convert_to_numpy(start)).max() > 1e-4
+    np.testing.assert_allclose(parallel_kernel, single_kernel, atol=1e-5)
