@@ -157,7 +157,7 @@ def create_app(
         status = 500
         metrics.in_flight.inc()
         try:
-            with metrics.latency.time():
+            with metrics.latency.time(), batcher.request():
                 check_api_key(request)
                 body = await _read_body(request, limits.max_request_bytes)
                 parsed = parse_embedding_request(

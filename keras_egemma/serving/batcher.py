@@ -1,17 +1,31 @@
 """Dynamic batching: texts from concurrent requests share forward passes.
 
-Texts wait in per-length buckets (the lengths `encode` pads to). A bucket is
-run when it holds a full batch (its rows times its length reach the token
-budget, or `max_batch_size` rows) or when its oldest text has waited
-`max_wait` seconds; among ready buckets the one with the oldest text goes
-first. Tokenising and every model call happen in one worker thread (Keras
-models are not safe to call from several threads at once), so the event loop
-only hands work over and is never blocked by the model.
+Texts wait in per-length buckets (the lengths `encode` pads to). While the
+model runs a batch, texts accumulate; when it is free, a bucket holding a full
+batch (its rows times its length reach the token budget, or `max_batch_size`
+rows) runs at once. A partial batch runs only once arrivals have stopped:
+
+- no text has joined the queue, and no request has come in or been answered,
+  for `max_wait` seconds, and no request is being read or answered (its texts,
+  or its client's next ones, are on the way);
+- and, within one pass time of the last forward pass, as many callers wait as
+  waited when that pass ended: the callers it answered are expected back
+  (a closed-loop client sends its next text as soon as its answer arrives).
+
+So a partial batch does not run while texts still stream in, which would leave
+the rest of them waiting a whole batch, and which, with closed-loop clients,
+splits them into ever smaller batches. Once the model is free, its oldest text
+waits at most as long as the last forward pass took (or `max_wait`, if
+longer): waiting longer could not pay off. Among ready buckets the one with the oldest text goes first.
+Tokenising and every model call happen in one worker thread (Keras models are
+not safe to call from several threads at once), so the event loop only hands
+work over and is never blocked by the model.
 """
 
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import time
 
@@ -37,11 +51,17 @@ class EmbeddingResult:
 
 
 @dataclasses.dataclass
+class _Call:
+    unanswered: int  # texts of one `embed` call without a result yet
+
+
+@dataclasses.dataclass
 class _Item:
     text: str
     dim: int
     future: asyncio.Future
     arrived: float
+    call: _Call
     token_ids: list = None
     truncated: bool = False
 
@@ -53,14 +73,17 @@ class DynamicBatcher:
         model: an `EmbeddingGemma` with a preprocessor.
         max_batch_tokens: padded tokens per forward pass (rows x bucket length).
         max_batch_size: rows per forward pass.
-        max_wait: seconds a text may wait for others to fill its batch.
+        max_wait: seconds without arrivals after which a partial batch
+            runs (a lone text waits this long).
         max_queue: texts accepted but not yet embedded; beyond it `embed`
             raises `Overloaded` (503 with `Retry-After`).
         retry_after: seconds the 503 asks clients to wait.
         metrics: a `ServerMetrics`, or `None`.
 
     `embed(texts, dim)` gives what `model.encode(texts, dim=dim)` gives
-    (prompts are added by the caller, as `encode`'s `format_texts` does).
+    (prompts are added by the caller, as `encode`'s `format_texts` does). A
+    server wraps each request in `with batcher.request():`, so that partial
+    batches wait for the texts of requests still being read or answered.
 
     Example:
     ```python
@@ -106,6 +129,12 @@ class DynamicBatcher:
             max_workers=1, thread_name_prefix="keras-egemma-model"
         )
         self.queued = 0
+        self._open_requests = 0  # inside `request()`
+        self._waiting_calls = 0  # `embed` calls with texts not yet answered
+        self._last_event = time.monotonic()  # last arrival, request or answer
+        self._pass_seconds = 0.0  # the last forward pass: its duration,
+        self._pass_end = 0.0  # when it ended,
+        self._expected = 0  # and the `embed` calls waiting then
         self._new = []
         self._buckets = collections.defaultdict(collections.deque)
         self._wakeup = None
@@ -129,6 +158,21 @@ class DynamicBatcher:
             pass
         self.executor.shutdown(wait=True)
 
+    @contextlib.contextmanager
+    def request(self):
+        """Marks a request being read, embedded or answered.
+
+        While a request is inside it but not waiting in `embed` (its body is
+        being read, or its answer written), partial batches wait for it.
+        """
+        self._open_requests += 1
+        self._event()
+        try:
+            yield
+        finally:
+            self._open_requests -= 1
+            self._event()
+
     async def embed(self, texts, dim=None):
         """Embeds prompt-formatted texts; returns one `EmbeddingResult` each.
 
@@ -148,16 +192,39 @@ class DynamicBatcher:
             raise Overloaded(self.queued, self.max_queue, self.retry_after)
         loop = asyncio.get_running_loop()
         now = time.monotonic()
-        items = [_Item(text, dim, loop.create_future(), now) for text in texts]
+        call = _Call(len(texts))
+        items = [_Item(text, dim, loop.create_future(), now, call) for text in texts]
         self.queued += len(items)
         self._new.extend(items)
-        self._wakeup.set()
+        self._event()
+        self._waiting_calls += 1
         try:
             return await asyncio.gather(*(item.future for item in items))
         finally:
+            if call.unanswered:  # it failed or went away before all its answers
+                call.unanswered = 0
+                self._waiting_calls -= 1
             # A caller that went away leaves its texts behind: drop them.
             for item in items:
                 item.future.cancel()
+
+    def _event(self):
+        self._last_event = time.monotonic()
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    def _answer(self, item, result=None, error=None):
+        if item.future.done():  # its caller went away
+            return
+        if error is None:
+            item.future.set_result(result)
+        else:
+            item.future.set_exception(error)
+        item.call.unanswered -= 1
+        if not item.call.unanswered:
+            # Its request is being answered now: partial batches wait for it.
+            self._waiting_calls -= 1
+            self._event()
 
     # --- Worker-thread work -------------------------------------------------
 
@@ -201,8 +268,7 @@ class DynamicBatcher:
         # answers 500 with it); the loop goes on.
         self.queued -= len(items)
         for item in items:
-            if not item.future.done():
-                item.future.set_exception(error)
+            self._answer(item, error=error)
 
     def _rows(self, length):
         # A power of two within the token budget: batches are padded to one.
@@ -219,11 +285,21 @@ class DynamicBatcher:
                 del self._buckets[length]
 
     def _next_batch(self, now):
-        """`(length, items)` to run now, or `(None, seconds to wait)`."""
+        """`(length, items)` to run now (the model is free), or `(None,
+        seconds to wait)`: `None` to wait for the next arrival or answer."""
         self._drop_abandoned()
+        limit = max(self.max_wait, self._pass_seconds)
+        # Requests being read or answered: their (next) texts are on the way.
+        coming = self._open_requests > self._waiting_calls
+        if self._waiting_calls < self._expected:  # callers just answered may be back
+            coming = coming or now < self._pass_end + limit
+        quiet = None if coming else self._last_event + self.max_wait
         ready, wait = [], None
         for length, bucket in self._buckets.items():
-            due = bucket[0].arrived + self.max_wait
+            # Waiting counts from when the model was free for this text.
+            due = max(bucket[0].arrived, self._pass_end) + limit
+            if quiet is not None:
+                due = min(due, quiet)
             if len(bucket) >= self._rows(length) or due <= now:
                 ready.append((bucket[0].arrived, length))
             else:
@@ -280,11 +356,10 @@ class DynamicBatcher:
         except Exception as error:
             self._fail(items, error)
             return
+        self._pass_seconds = time.perf_counter() - started
+        self._pass_end, self._expected = time.monotonic(), self._waiting_calls
         self.queued -= len(items)
         for item, row in zip(items, rows):
-            if not item.future.done():
-                item.future.set_result(EmbeddingResult(row, len(item.token_ids), item.truncated))
+            self._answer(item, EmbeddingResult(row, len(item.token_ids), item.truncated))
         if self.metrics is not None:
-            self.metrics.observe_batch(
-                len(items), len(items) * length, time.perf_counter() - started
-            )
+            self.metrics.observe_batch(len(items), len(items) * length, self._pass_seconds)

@@ -71,7 +71,8 @@ def add_serve_arguments(parser):
         "--max-wait-ms",
         type=float,
         default=5.0,
-        help="How long a text waits for others to fill its batch (default 5 ms).",
+        help="A partial batch runs once no text has arrived and no request has been "
+        "read or answered for this long (default 5 ms); a full batch runs at once.",
     )
     parser.add_argument(
         "--max-queue",
