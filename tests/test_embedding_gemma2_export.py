@@ -9,7 +9,7 @@ import keras
 import pytest
 from test_export import LITERT_WORKS
 from test_export import assert_matches
-from test_export import litert_interpreter
+from test_export import litert_query_embeddings
 
 import keras_egemma as eg
 from keras_egemma import export
@@ -53,16 +53,10 @@ def test_saved_model_embeds_raw_strings_like_encode(model, tmp_path):
     reason="LiteRT export runs on TensorFlow, and on PyTorch with litert-torch installed",
 )
 def test_litert_matches_encode(model, tmp_path):
-    path = tmp_path / "embedder.tflite"
-    batch_size = BATCH_SIZE if BACKEND == "torch" else None
-    export.export_litert(model, path, SEQUENCE_LENGTH, batch_size=batch_size)
-    inputs = export.prepare_inputs(
-        model, TEXTS, SEQUENCE_LENGTH, task="query", batch_size=batch_size
+    output = litert_query_embeddings(
+        model, tmp_path / "embedder.tflite", TEXTS, SEQUENCE_LENGTH
     )
-    runner = litert_interpreter(path).get_signature_runner()
-    feed = {name: inputs[name.removeprefix("args_0_")] for name in runner.get_input_details()}
-    (output,) = runner(**feed).values()
-    assert_matches(output[: len(TEXTS)], model.encode(TEXTS, task="query"))
+    assert_matches(output, model.encode(TEXTS, task="query"))
 
 
 def test_onnx_matches_encode(model, tmp_path):

@@ -155,19 +155,24 @@ def litert_interpreter(path):
     not LITERT_WORKS,
     reason="LiteRT export runs on TensorFlow, and on PyTorch with litert-torch installed",
 )
-def test_litert_matches_encode(model, tmp_path):
-    path = tmp_path / "embedder.tflite"
+def litert_query_embeddings(model, path, texts, sequence_length=SEQUENCE_LENGTH):
+    """Exports `model` to LiteRT at `path` and embeds `texts` as queries there."""
     # PyTorch exports one fixed batch; TensorFlow keeps it dynamic.
     batch_size = BATCH_SIZE if BACKEND == "torch" else None
-    export.export_litert(model, path, SEQUENCE_LENGTH, batch_size=batch_size)
+    export.export_litert(model, path, sequence_length, batch_size=batch_size)
     inputs = export.prepare_inputs(
-        model, SHORT_TEXTS, SEQUENCE_LENGTH, task="query", batch_size=batch_size
+        model, texts, sequence_length, task="query", batch_size=batch_size
     )
     runner = litert_interpreter(path).get_signature_runner()
     # PyTorch-exported inputs carry an `args_0_` prefix.
     feed = {name: inputs[name.removeprefix("args_0_")] for name in runner.get_input_details()}
     (output,) = runner(**feed).values()
-    assert_matches(output[: len(SHORT_TEXTS)], model.encode(SHORT_TEXTS, task="query"))
+    return output[: len(texts)]
+
+
+def test_litert_matches_encode(model, tmp_path):
+    output = litert_query_embeddings(model, tmp_path / "embedder.tflite", SHORT_TEXTS)
+    assert_matches(output, model.encode(SHORT_TEXTS, task="query"))
 
 
 @pytest.mark.skipif(BACKEND != "jax", reason="the JAX refusal")
