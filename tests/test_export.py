@@ -151,10 +151,6 @@ def litert_interpreter(path):
     return Interpreter(model_path=str(path))
 
 
-@pytest.mark.skipif(
-    not LITERT_WORKS,
-    reason="LiteRT export runs on TensorFlow, and on PyTorch with litert-torch installed",
-)
 def litert_query_embeddings(model, path, texts, sequence_length=SEQUENCE_LENGTH):
     """Exports `model` to LiteRT at `path` and embeds `texts` as queries there."""
     # PyTorch exports one fixed batch; TensorFlow keeps it dynamic.
@@ -170,6 +166,10 @@ def litert_query_embeddings(model, path, texts, sequence_length=SEQUENCE_LENGTH)
     return output[: len(texts)]
 
 
+@pytest.mark.skipif(
+    not LITERT_WORKS,
+    reason="LiteRT export runs on TensorFlow, and on PyTorch with litert-torch installed",
+)
 def test_litert_matches_encode(model, tmp_path):
     output = litert_query_embeddings(model, tmp_path / "embedder.tflite", SHORT_TEXTS)
     assert_matches(output, model.encode(SHORT_TEXTS, task="query"))
