@@ -567,8 +567,9 @@ def set_layer_dtype_policy(layer, policy):
 
 @_patch(
     "task_preset_any_backbone",
-    "loading this library's presets of a model whose backbone class is not the task's "
-    "`backbone_cls` (EmbeddingGemma 2: an `EmbeddingGemma` over `EmbeddingGemma2Backbone`)",
+    "loading this library's presets (task and preprocessor) of a model whose backbone "
+    "class is not the task's `backbone_cls` (EmbeddingGemma 2: an `EmbeddingGemma` over "
+    "`EmbeddingGemma2Backbone`)",
 )
 def _check_task_preset_any_backbone():
     from keras_hub.src.utils import preset_utils
@@ -579,6 +580,8 @@ def _check_task_preset_any_backbone():
     assert parameters[:4] == ["self", "cls", "load_weights", "load_task_weights"], (
         f"KerasPresetLoader.load_task takes {parameters}"
     )
+    _has_attribute(preset_utils.KerasPresetLoader, "load_preprocessor")
+    _has_attribute(preset_utils.KerasPresetLoader, "check_backbone_class")
 
 
 def load_task_preset(cls, preset, load_weights=True, **kwargs):
@@ -594,6 +597,27 @@ def load_task_preset(cls, preset, load_weights=True, **kwargs):
     from keras_hub.src.utils.preset_utils import get_preset_loader
 
     return get_preset_loader(preset).load_task(cls, load_weights, True, **kwargs)
+
+
+def preset_backbone_class(preset):
+    """The backbone class a KerasHub preset's config names."""
+    from keras_hub.src.utils.preset_utils import get_preset_loader
+
+    return get_preset_loader(preset).check_backbone_class()
+
+
+def load_preprocessor_preset(cls, preset, **kwargs):
+    """KerasHub's `Preprocessor.from_preset(preset, ...)` for the class `cls`,
+    without its requirement that the preset's backbone be `cls.backbone_cls`.
+
+    Example:
+    ```python
+    pre = load_preprocessor_preset(EmbeddingGemmaPreprocessor, "./my_embeddinggemma2")
+    ```
+    """
+    from keras_hub.src.utils.preset_utils import get_preset_loader
+
+    return get_preset_loader(preset).load_preprocessor(cls, **kwargs)
 
 
 # --- sublayers ------------------------------------------------------------

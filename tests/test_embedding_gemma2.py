@@ -122,6 +122,9 @@ def test_round_trips_through_own_preset(model, tmp_path):
         assert a.path == b.path
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
     np.testing.assert_array_equal(loaded.encode_query(TEXTS), model.encode_query(TEXTS))
+    # The preprocessor alone too (KerasHub would look for a subclass for this backbone).
+    preprocessor = eg.EmbeddingGemmaPreprocessor.from_preset(str(tmp_path / "preset"))
+    assert preprocessor.get_config() == model.preprocessor.get_config()
 
 
 @pytest.mark.parametrize("writer", ["save_to_sentence_transformers", "save_to_keras_hub",

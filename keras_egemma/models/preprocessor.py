@@ -5,7 +5,9 @@ import numpy as np
 from keras_hub.layers import StartEndPacker
 from keras_hub.models import Preprocessor
 
+from keras_egemma import _keras_compat
 from keras_egemma.models.backbone import EmbeddingGemmaBackbone
+from keras_egemma.models.embedding_gemma2_backbone import EmbeddingGemma2Backbone
 from keras_egemma.models.prompts import DEFAULT_PROMPTS
 from keras_egemma.models.prompts import document_prompt
 from keras_egemma.models.prompts import resolve_prompt
@@ -99,6 +101,15 @@ class EmbeddingGemmaPreprocessor(Preprocessor):
 
     backbone_cls = EmbeddingGemmaBackbone
     tokenizer_cls = EmbeddingGemmaTokenizer
+
+    @classmethod
+    def from_preset(cls, preset, **kwargs):
+        """KerasHub's `Preprocessor.from_preset`, for EmbeddingGemma 2 presets too
+        (their backbone class differs, for which KerasHub would look for another
+        preprocessor class)."""
+        if _keras_compat.preset_backbone_class(preset) is EmbeddingGemma2Backbone:
+            return _keras_compat.load_preprocessor_preset(cls, preset, **kwargs)
+        return super().from_preset(preset, **kwargs)
 
     def __init__(self, tokenizer, sequence_length=2048, prompts=None, **kwargs):
         super().__init__(**kwargs)
