@@ -26,29 +26,16 @@ on a machine with some 16 GB free.
 
 import argparse
 import os
-import sys
 import tempfile
 
 import numpy as np
+from embedding_gemma2_published import build_published_checkpoint
+from embedding_gemma2_published import published_text_overrides
+from embedding_gemma2_published import test_builders
 from provenance import provenance
 from provenance import write_result
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 BOUND = 1e-4
-
-
-def published_text_overrides():
-    """`EmbeddingGemma2TextConfig`'s own defaults in place of the tiny test values."""
-    from transformers import EmbeddingGemma2TextConfig
-
-    keys = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-            "num_key_value_heads", "head_dim", "sliding_window", "hidden_size_per_layer_input",
-            "embedding_dim")
-    overrides = {key: getattr(EmbeddingGemma2TextConfig, key) for key in keys}
-    # Builder-only arguments (not config attributes): their defaults, and the default
-    # layer pattern (a global layer every 6th).
-    overrides.update(global_head_dim=512, num_global_key_value_heads=1, layer_types=None)
-    return overrides
 
 
 def cosine(a, b):
@@ -66,28 +53,17 @@ def main():
                         default=os.path.join("results", "embedding_gemma2_long_parity.json"))
     args = parser.parse_args()
 
-    sys.path.insert(0, os.path.join(HERE, "..", "tests"))
-    import embedding_gemma2_checkpoints as e2
     import keras
-    import reference_checkpoints as rc
     import torch
 
     import keras_egemma as eg
 
+    e2, rc = test_builders()
     with tempfile.TemporaryDirectory() as tmp:
-        spm = rc.train_sentencepiece(os.path.join(tmp, "spm"), vocab_size=args.vocab_size)
-        overrides = published_text_overrides()
-        checkpoint = e2.build_embedding_gemma2_checkpoint(
-            os.path.join(tmp, "eg2"), spm_path=spm, seed=args.seed,
-            max_seq_length=args.tokens, **overrides,
+        checkpoint = build_published_checkpoint(
+            os.path.join(tmp, "eg2"), seed=args.seed, spm_vocab_size=args.vocab_size,
+            max_seq_length=args.tokens,
         )
-        from transformers import EmbeddingGemma2TextConfig
-        from transformers import EmbeddingGemma2TextModel
-
-        torch.manual_seed(args.seed)
-        initial = EmbeddingGemma2TextModel(EmbeddingGemma2TextConfig.from_pretrained(checkpoint))
-        initial.save_pretrained(checkpoint)
-        del initial
         rng = np.random.default_rng(args.seed)
         ids = rng.integers(3, args.vocab_size, size=(1, args.tokens)).astype("int32")
         ids[0, 0], ids[0, -1] = rc.BOS_ID, rc.EOS_ID

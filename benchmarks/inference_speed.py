@@ -8,7 +8,8 @@ and measures in one run, each library in its own fresh process:
 - throughput (sentences/s, tokens/s) at 128, 512 and 2048 tokens with batches
   of 32, 8 and 2, timed through the public `encode` (tokenisation included,
   as in sentence-transformers' `encode`); the first call of each shape is a
-  warm-up (it compiles);
+  warm-up (it compiles); with each shape, the process' peak RSS while
+  encoding it (the high-water mark is reset before each shape);
 - memory of a process that loads the model and embeds one batch of 32 x 128
   tokens: its peak RSS whole, and above its RSS after imports and tokenizer
   load (the "model memory");
@@ -19,12 +20,20 @@ With `--quantized int8,int4,mixed` the preset is also quantized
 (`EmbeddingGemma.quantize`) and each quantized preset is measured the same
 way, with its weights' size on disk.
 
+`--model embeddinggemma2` measures EmbeddingGemma 2's published text
+configuration instead (`embedding_gemma2_published.py`: 24 layers, hidden 512,
+sliding radius 512, 262144-token table, projection to 768; transformers'
+random initialisation), at 512, 2048 and 8192 tokens with batches of 8, 2 and
+1, against sentence-transformers on the same folder (transformers'
+`EmbeddingGemma2TextModel` with its default attention implementation, which
+the JSON records); its JSON goes to results/inference_speed_embeddinggemma2.json.
+
 Prints a table and writes JSON.
 
-    python benchmarks/inference_speed.py [--backends jax,tensorflow,torch]
-        [--dtypes float32,bfloat16] [--quantized int8,int4,mixed]
-        [--shapes 128x32,512x8,2048x2] [--repeats 3] [--skip-speed] [--skip-memory]
-        [--checkpoint DIR] [--output results/inference_speed.json]
+    python benchmarks/inference_speed.py [--model embeddinggemma|embeddinggemma2]
+        [--backends jax,tensorflow,torch] [--dtypes float32,bfloat16]
+        [--quantized int8,int4,mixed] [--shapes 128x32,512x8,2048x2] [--repeats 3]
+        [--skip-speed] [--skip-memory] [--checkpoint DIR] [--output results/inference_speed.json]
 """
 
 import argparse
@@ -40,6 +49,11 @@ from provenance import provenance
 from provenance import write_result
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# Per model: the default shapes (LENGTHxBATCH) and output file.
+MODELS = {
+    "embeddinggemma": ("128x32,512x8,2048x2", "inference_speed.json"),
+    "embeddinggemma2": ("512x8,2048x2,8192x1", "inference_speed_embeddinggemma2.json"),
+}
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
 
 
@@ -59,6 +73,12 @@ def rss_bytes(field):
             if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def reset_peak_rss():
+    """Resets this process' `VmHWM` to its current RSS (Linux 4.0+)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
 
 
 # --- Workers (each runs in its own process) ---------------------------------
@@ -109,6 +129,7 @@ def worker_speed(library, source, dtype, shapes, repeats):
     first = time.perf_counter()
     rows = {}
     for length, batch in shapes:
+        reset_peak_rss()
         texts = make_texts(batch, length)
         encode(model, texts, length, batch)  # warm-up: compiles this shape
         times = []
@@ -122,12 +143,16 @@ def worker_speed(library, source, dtype, shapes, repeats):
             "seconds_per_batch": best,
             "sentences_per_s": batch / best,
             "tokens_per_s": batch * length / best,
+            "peak_rss_bytes": rss_bytes("VmHWM"),
         }
-    return {
+    result = {
         "load_s": loaded - start,
         "time_to_first_embedding_s": first - start,
         "throughput": rows,
     }
+    if library == "sentence_transformers":
+        result["attention_implementation"] = model[0].auto_model.config._attn_implementation
+    return result
 
 
 def worker_memory(library, source, dtype):
@@ -167,7 +192,12 @@ def run_worker(args, backend, *worker_args):
 # --- Driver -----------------------------------------------------------------
 
 
-def build_checkpoint(path):
+def build_checkpoint(path, model):
+    if model == "embeddinggemma2":
+        from embedding_gemma2_published import PUBLISHED_VOCAB_SIZE
+        from embedding_gemma2_published import build_published_checkpoint
+
+        return build_published_checkpoint(path, vocab_size=PUBLISHED_VOCAB_SIZE)
     sys.path.insert(0, os.path.join(HERE, "..", "tests"))
     import reference_checkpoints as rc
 
@@ -217,12 +247,14 @@ def print_table(result):
         return
     shapes = list(next(iter(result["runs"].values()))["throughput"])
     print()
-    header = f"{'':38s}" + "".join(f"{s + ' sent/s':>16s}{'tok/s':>9s}" for s in shapes)
+    header = f"{'':38s}" + "".join(f"{s + ' sent/s':>16s}{'tok/s':>9s}{'GiB':>6s}"
+                                   for s in shapes)
     print(header + f"{'first emb s':>12s}")
     for name, run in result["runs"].items():
         cells = "".join(
             f"{run['throughput'][s]['sentences_per_s']:16.2f}"
-            f"{run['throughput'][s]['tokens_per_s']:9.0f}" for s in shapes
+            f"{run['throughput'][s]['tokens_per_s']:9.0f}"
+            f"{gib(run['throughput'][s]['peak_rss_bytes']):6.1f}" for s in shapes
         )
         print(f"{name:38s}{cells}{run['time_to_first_embedding_s']:12.1f}")
     # Against sentence-transformers float32 (the reference), the fastest run
@@ -245,11 +277,13 @@ def print_table(result):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", choices=list(MODELS), default="embeddinggemma",
+                        help="embeddinggemma2: EmbeddingGemma 2's published text configuration")
     parser.add_argument("--backends", default="jax,tensorflow,torch")
     parser.add_argument("--dtypes", default="float32",
                         help="comma-separated: float32, bfloat16")
-    parser.add_argument("--shapes", default="128x32,512x8,2048x2",
-                        help="LENGTHxBATCH, comma-separated")
+    parser.add_argument("--shapes", help="LENGTHxBATCH, comma-separated (default: "
+                        + "; ".join(f"{m} {s}" for m, (s, _) in MODELS.items()) + ")")
     parser.add_argument("--quantized", default="",
                         help="comma-separated quantization modes to measure too: int8, int4, mixed")
     parser.add_argument("--repeats", type=int, default=3)
@@ -258,7 +292,8 @@ def main():
     parser.add_argument("--skip-reference", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-speed", action="store_true")
-    parser.add_argument("--output", default=os.path.join("results", "inference_speed.json"))
+    parser.add_argument("--output", help="default: results/inference_speed.json, or "
+                        "results/inference_speed_embeddinggemma2.json")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -268,11 +303,15 @@ def main():
         print(json.dumps(result))
         return
 
+    default_shapes, output = MODELS[args.model]
+    args.shapes = args.shapes or default_shapes
+    args.output = args.output or os.path.join("results", output)
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
     backends = args.backends.split(",") if args.backends else []
     dtypes = args.dtypes.split(",")
     with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = args.checkpoint or build_checkpoint(os.path.join(tmp, "checkpoint"))
+        checkpoint = args.checkpoint or build_checkpoint(os.path.join(tmp, "checkpoint"),
+                                                         args.model)
         preset = os.path.join(tmp, "preset")
         convert(checkpoint, preset)
         presets = {d: preset for d in dtypes}

@@ -162,6 +162,22 @@ def inference_speedup(data):
     return table([""] + [s.replace("x", " tokens x ", 1) for s in shapes], rows)
 
 
+def inference_shape_memory(data):
+    """Peak RSS of each run's process while it encodes each shape."""
+    (d,) = data
+    runs = d["runs"]
+    shapes = list(next(iter(runs.values()))["throughput"])
+    rows = [[run_label(name), *(f"{runs[name]['throughput'][s]['peak_rss_bytes'] / GIB:.2f} GiB"
+                                for s in shapes)] for name in sorted(runs, key=run_order)]
+    header = ["peak RSS while encoding"] + [s.replace("x", " tokens x ", 1) for s in shapes]
+    attention = sorted({r["attention_implementation"] for r in runs.values()
+                        if "attention_implementation" in r})
+    caption = ("The whole process, loaded model included; its high-water mark is reset before "
+               "each shape. sentence-transformers ran transformers' attention implementation "
+               f"{', '.join(f'`{a}`' for a in attention) or 'n/a'} (its default)")
+    return table(header, rows, "l" + "r" * len(shapes)) + f"\n\n{caption}."
+
+
 def inference_memory(data):
     memory = {}
     for d in data:
@@ -342,8 +358,8 @@ def quantization_fidelity(data):
                      f"{r['sentences_per_s']:.1f}", cosine, f"{r['top10_overlap']:.3f}"])
     header = ["mode", "weights on disk", "model memory", "sentences/s",
               "cosine to float32 (mean / min)", "top-10 agreement"]
-    caption = (f"`{d['preset']}` on {BACKENDS[d['backend']]}, {d['texts']} texts, batch "
-               f"{d['batch_size']}")
+    model = d.get("model") or f"`{d['preset']}`"
+    caption = f"{model} on {BACKENDS[d['backend']]}, {d['texts']} texts, batch {d['batch_size']}"
     note = f" {d['note']}" if d.get("note") else ""
     return table(header, rows, "lrrrll") + f"\n\n{caption}.{note}"
 
@@ -453,6 +469,11 @@ TABLES = {
     "bundled_model": (["bundled_model.json"], bundled_model),
     "bundled_model_speed": (["bundled_model_speed.json"], bundled_model_speed),
     "quantization_fidelity": (["quantization_fidelity.json"], quantization_fidelity),
+    "quantization_fidelity_embeddinggemma2": (["quantization_fidelity_embeddinggemma2.json"],
+                                              quantization_fidelity),
+    "embeddinggemma2_speed": (["inference_speed_embeddinggemma2.json"], inference_speed),
+    "embeddinggemma2_speedup": (["inference_speed_embeddinggemma2.json"], inference_speedup),
+    "embeddinggemma2_memory": (["inference_speed_embeddinggemma2.json"], inference_shape_memory),
     "qat_vs_ptq": (["qat_vs_ptq.json"], qat_vs_ptq),
     "serve_load": (["serve_load.json"], serve_load),
     "beam_embed": (["beam_embed.json"], beam_embed),

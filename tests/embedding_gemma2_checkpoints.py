@@ -67,15 +67,16 @@ def randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
 
 def build_embedding_gemma2_checkpoint(
     out_dir: str, *, spm_path: str, seed: int = 0, multimodal: bool = False,
-    max_seq_length: int = 256, **overrides,
+    max_seq_length: int = 256, vocab_size: int | None = None, **overrides,
 ) -> str:
-    """The sentence-transformers folder described in the module docstring; returns it."""
+    """The sentence-transformers folder described in the module docstring; returns it.
+    ``vocab_size`` (default: the tokenizer's) sizes the embedding table."""
     with tempfile.TemporaryDirectory() as stage:
         shutil.copyfile(spm_path, os.path.join(stage, "tokenizer.model"))
         import sentencepiece
 
         pieces = sentencepiece.SentencePieceProcessor(model_file=spm_path).get_piece_size()
-        config = text_config(pieces, **overrides)
+        config = text_config(vocab_size or pieces, **overrides)
         randomize(EmbeddingGemma2TextModel(config), seed).save_pretrained(stage)
         tokenizer = GemmaTokenizer.from_pretrained(
             stage, add_bos_token=True, add_eos_token=True, padding_side="right"
