@@ -5,6 +5,7 @@ from keras_egemma.layers.attention_kernels import band_is_cheaper
 from keras_egemma.layers.attention_kernels import dense_attention
 from keras_egemma.layers.attention_kernels import sliding_window_band_attention
 from keras_egemma.layers.attention_kernels import sliding_window_mask
+from keras_egemma.layers.projection import project
 from keras_egemma.layers.rms_normalization import RMSNormalization
 from keras_egemma.layers.rotary_embedding import RotaryEmbedding
 
@@ -157,9 +158,9 @@ class EmbeddingGemmaAttention(keras.layers.Layer):
         batch, length = ops.shape(x)[0], ops.shape(x)[1]
         if padding_mask is None:
             padding_mask = ops.ones((batch, length), "bool")
-        query = self.rope(self.query_norm(self.query_dense(x)))
-        key = self.rope(self.key_norm(self.key_dense(x)))
-        value = self.value_dense(x)
+        query = self.rope(self.query_norm(project(self.query_dense, x)))
+        key = self.rope(self.key_norm(project(self.key_dense, x)))
+        value = project(self.value_dense, x)
         if self.value_norm_layer is not None:
             value = self.value_norm_layer(value)
 
@@ -180,7 +181,7 @@ class EmbeddingGemmaAttention(keras.layers.Layer):
                 query, key, value, self.attention_mask(padding_mask), dropout=dropout
             )
         out = ops.reshape(out, (batch, length, self.num_query_heads, self.head_dim))
-        return self.output_dense(out)
+        return project(self.output_dense, out)
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -1,6 +1,7 @@
 import keras
 
 from keras_egemma.layers.attention import EmbeddingGemmaAttention
+from keras_egemma.layers.projection import project
 from keras_egemma.layers.rms_normalization import RMSNormalization
 
 
@@ -126,8 +127,8 @@ class EmbeddingGemmaEncoderBlock(keras.layers.Layer):
         h = x + self.post_attention_norm(attended)
 
         normed = self.pre_ffw_norm(h)
-        gate = keras.activations.gelu(self.ffw_gating(normed), approximate=True)
-        ffw = self.ffw_linear(gate * self.ffw_gating_2(normed))
+        gate = keras.activations.gelu(project(self.ffw_gating, normed), approximate=True)
+        ffw = project(self.ffw_linear, gate * project(self.ffw_gating_2, normed))
         ffw = self.dropout_layer(ffw, training=training)
         return h + self.post_ffw_norm(ffw)
 

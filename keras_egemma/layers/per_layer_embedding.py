@@ -1,6 +1,7 @@
 import keras
 from keras import ops
 
+from keras_egemma.layers.projection import project
 from keras_egemma.layers.rms_normalization import RMSNormalization
 
 
@@ -55,7 +56,7 @@ class PerLayerEmbedding(keras.layers.Layer):
 
     def call(self, x):
         scale = ops.cast(x.shape[-1] ** -0.5, self.compute_dtype)
-        return self.norm(self.projection(x) * scale)
+        return self.norm(project(self.projection, x) * scale)
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.num_layers, self.per_layer_dim)

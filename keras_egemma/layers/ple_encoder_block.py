@@ -2,6 +2,7 @@ import keras
 from keras import ops
 
 from keras_egemma.layers.encoder_block import EmbeddingGemmaEncoderBlock
+from keras_egemma.layers.projection import project
 from keras_egemma.layers.rms_normalization import RMSNormalization
 
 
@@ -69,8 +70,8 @@ class EmbeddingGemma2EncoderBlock(EmbeddingGemmaEncoderBlock):
 
     def call(self, x, per_layer_input, padding_mask=None, training=None):
         h = super().call(x, padding_mask=padding_mask, training=training)
-        gate = keras.activations.gelu(self.ple_gate(h), approximate=True)
-        h = h + self.ple_norm(self.ple_projection(gate * per_layer_input))
+        gate = keras.activations.gelu(project(self.ple_gate, h), approximate=True)
+        h = h + self.ple_norm(project(self.ple_projection, gate * per_layer_input))
         return h * ops.cast(self.layer_scalar, h.dtype)
 
     def get_config(self):
