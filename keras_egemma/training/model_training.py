@@ -5,6 +5,8 @@
 its Keras model interface (`self(...)`, `embedding_dim`, `preprocessor`).
 """
 
+import contextlib
+
 import keras
 
 from keras_egemma import _keras_compat
@@ -12,6 +14,7 @@ from keras_egemma.training import gradient_cache
 from keras_egemma.training.data import as_training_dataset
 from keras_egemma.training.distributed import gather_across_replicas
 from keras_egemma.training.distributed import num_replicas
+from keras_egemma.training.heap import freed_memory_kept
 from keras_egemma.training.non_finite_loss import StopOnNonFiniteLoss
 from keras_egemma.training.objective import EmbeddingGemmaObjective
 
@@ -256,6 +259,14 @@ class TrainingMethods:
         )
         ```
         """
+        # TensorFlow pools its own CPU memory; PyTorch and XLA call malloc.
+        kept = keras.backend.backend() != "tensorflow"
+        with freed_memory_kept() if kept else contextlib.nullcontext():
+            return self._fit(x, y, batch_size, epochs, validation_data, sequence_length,
+                             padding, query_task, document_task, shuffle, **kwargs)
+
+    def _fit(self, x, y, batch_size, epochs, validation_data, sequence_length, padding,
+             query_task, document_task, shuffle, **kwargs):
         if getattr(self, "objective", None) is None:
             return super().fit(x, y, batch_size=batch_size, epochs=epochs,
                                validation_data=validation_data, **kwargs)
