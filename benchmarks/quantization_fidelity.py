@@ -1,6 +1,7 @@
 """Size on disk, model memory, speed and fidelity of each quantization mode.
 
-    python benchmarks/quantization_fidelity.py [--preset embeddinggemma_mini] [--out results/quantization_fidelity.json]
+    python benchmarks/quantization_fidelity.py [--preset embeddinggemma_mini | --embeddinggemma2]
+        [--formats float32,int8,int4,mixed,mixed_per_channel] [--out results/quantization_fidelity.json]
 
 Saves the preset as float32 and after `quantize(mode)` for each mode, then
 loads each in a fresh process (`keras_egemma.evaluation.footprint`): model
@@ -12,6 +13,13 @@ sentences): minimum and mean cosine, and top-10 agreement (the mean overlap
 of each corpus query's 10 best documents with float32's). The default, the
 bundled model, takes a few minutes on two CPU cores; the JSON goes to
 docs/results/ and `python docs/render.py` puts it in docs/quantization.md.
+
+`--embeddinggemma2` measures EmbeddingGemma 2's published text configuration
+with transformers' random initialisation instead (`embedding_gemma2_published.py`:
+24 layers, hidden 512, 262144-token table; built offline, seed 0), writing
+results/quantization_fidelity_embeddinggemma2.json by default. Random weights
+have none of a trained model's outliers, so these figures speak to the
+quantized layers' arithmetic on these shapes, not to a trained model's quality.
 """
 
 import argparse
@@ -47,17 +55,39 @@ def top10(queries, documents):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="embeddinggemma_mini")
+    parser.add_argument("--embeddinggemma2", action="store_true",
+                        help="EmbeddingGemma 2's published text configuration, random weights")
+    parser.add_argument("--formats", default=",".join(FORMATS),
+                        help="comma-separated; float32 (the reference) is always measured")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--out", default="results/quantization_fidelity.json")
+    parser.add_argument("--out", help="default: results/quantization_fidelity.json, or "
+                        "results/quantization_fidelity_embeddinggemma2.json")
     parser.add_argument("--note", default="", help="e.g. whether the machine was shared")
     args = parser.parse_args(argv)
+    formats = ["float32"] + [f for f in args.formats.split(",") if f and f != "float32"]
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        parser.error(f"unknown formats {unknown}; choose from {', '.join(FORMATS)}")
+    name = "quantization_fidelity_embeddinggemma2" if args.embeddinggemma2 else (
+        "quantization_fidelity")
+    args.out = args.out or f"results/{name}.json"
 
     queries, titles, documents = fidelity_texts()
     corpus_queries = len(queries) - len(ENGLISH_SENTENCES)
     results = {}
+    model_name = None
     with tempfile.TemporaryDirectory() as work:
-        for fmt in FORMATS:
-            model = eg.EmbeddingGemma.from_preset(args.preset)
+        source = args.preset
+        if args.embeddinggemma2:
+            from embedding_gemma2_published import PUBLISHED_VOCAB_SIZE
+            from embedding_gemma2_published import build_published_checkpoint
+
+            source = build_published_checkpoint(
+                os.path.join(work, "embeddinggemma2"), vocab_size=PUBLISHED_VOCAB_SIZE)
+            model_name = ("EmbeddingGemma 2's published text configuration with random weights "
+                          "(transformers' initialisation, seed 0)")
+        for fmt in formats:
+            model = eg.EmbeddingGemma.from_preset(source)
             if fmt != "float32":
                 model.quantize(fmt)
             path = os.path.join(work, fmt)
@@ -67,40 +97,37 @@ def main(argv=None):
             measured = measure_in_fresh_process(
                 path, documents, queries, titles=titles, batch_size=args.batch_size
             )
-            results[fmt] = {
+            q, d = measured["query_embeddings"], measured["document_embeddings"]
+            if fmt == "float32":  # the reference (measured first)
+                reference = {"queries": q, "documents": d}
+                reference_top = top10(q[:corpus_queries], d)
+            cosines = np.concatenate(
+                [np.sum(q * reference["queries"], axis=1),
+                 np.sum(d * reference["documents"], axis=1)]
+            )
+            ours = top10(q[:corpus_queries], d)
+            r = results[fmt] = {
                 "weights_bytes": weights_bytes(path),
                 "model_memory_bytes": measured["model_memory_bytes"],
                 "sentences_per_s": measured["sentences_per_s"],
-                "queries": measured["query_embeddings"],
-                "documents": measured["document_embeddings"],
+                "cosine_min": float(cosines.min()),
+                "cosine_mean": float(cosines.mean()),
+                "top10_overlap": float(
+                    np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ours, reference_top)])
+                ),
             }
-    # Copied out first: the loop below takes the embeddings out of each result.
-    reference = {key: results["float32"][key] for key in ("queries", "documents")}
-    reference_top = top10(reference["queries"][:corpus_queries], reference["documents"])
-    for fmt, r in results.items():
-        q, d = r.pop("queries"), r.pop("documents")
-        cosines = np.concatenate(
-            [
-                np.sum(q * reference["queries"], axis=1),
-                np.sum(d * reference["documents"], axis=1),
-            ]
-        )
-        ours = top10(q[:corpus_queries], d)
-        r["cosine_min"] = float(cosines.min())
-        r["cosine_mean"] = float(cosines.mean())
-        r["top10_overlap"] = float(
-            np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ours, reference_top)])
-        )
-        print(
-            f"{fmt:18s} {r['weights_bytes'] / 1e6:6.2f} MB "
-            f"{r['model_memory_bytes'] / 2**20:6.0f} MiB {r['sentences_per_s']:6.1f}/s "
-            f"cosine min {r['cosine_min']:.5f} mean {r['cosine_mean']:.5f} "
-            f"top-10 {r['top10_overlap']:.3f}"
-        )
+            # Printed as each mode is measured, so that a long run shows its figures early.
+            print(
+                f"{fmt:18s} {r['weights_bytes'] / 1e6:6.2f} MB "
+                f"{r['model_memory_bytes'] / 2**20:6.0f} MiB {r['sentences_per_s']:6.1f}/s "
+                f"cosine min {r['cosine_min']:.5f} mean {r['cosine_mean']:.5f} "
+                f"top-10 {r['top10_overlap']:.3f}", flush=True,
+            )
     data = provenance(env=("KERAS_BACKEND",))
     data.update(
         note=args.note,
-        preset=args.preset,
+        preset=None if args.embeddinggemma2 else args.preset,
+        model=model_name,
         backend=os.environ["KERAS_BACKEND"],
         texts=len(queries) + len(documents),
         batch_size=args.batch_size,
