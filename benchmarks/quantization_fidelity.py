@@ -1,6 +1,7 @@
 """Size on disk, model memory, speed and fidelity of each quantization mode.
 
-    python benchmarks/quantization_fidelity.py [--preset embeddinggemma_mini | --embeddinggemma2]
+    python benchmarks/quantization_fidelity.py [--preset embeddinggemma_mini |
+        --embeddinggemma2 [--weights conditioned|transformers]]
         [--formats float32,int8,int4,mixed,mixed_per_channel] [--out results/quantization_fidelity.json]
 
 Saves the preset as float32 and after `quantize(mode)` for each mode, then
@@ -15,11 +16,16 @@ bundled model, takes a few minutes on two CPU cores; the JSON goes to
 docs/results/ and `python docs/render.py` puts it in docs/quantization.md.
 
 `--embeddinggemma2` measures EmbeddingGemma 2's published text configuration
-with transformers' random initialisation instead (`embedding_gemma2_published.py`:
-24 layers, hidden 512, 262144-token table; built offline, seed 0), writing
-results/quantization_fidelity_embeddinggemma2.json by default. Random weights
-have none of a trained model's outliers, so these figures speak to the
-quantized layers' arithmetic on these shapes, not to a trained model's quality.
+with random weights instead (`embedding_gemma2_published.py`: 24 layers, hidden
+512, 262144-token table; built offline, seed 0), writing
+results/quantization_fidelity_embeddinggemma2.json by default. `--weights
+conditioned` (default) scales the q/k norms so that attention scores have unit
+variance, which keeps the network's float32 rounding at rounding size;
+`--weights transformers` (transformers' init, norms one) is chaotic: there
+bfloat16 alone is at cosine ~0.7 to float32, so no quantization bound holds.
+Random weights have none of a trained model's outliers, so these figures speak
+to the quantized layers' arithmetic on these shapes, not to a trained model's
+quality.
 """
 
 import argparse
@@ -42,6 +48,8 @@ from provenance import provenance  # noqa: E402
 from provenance import write_result  # noqa: E402
 
 FORMATS = ["float32", "int8", "int4", "mixed", "mixed_per_channel"]
+WEIGHTS_NAMES = {"conditioned": "conditioned: q/k norms scaled to unit-variance scores",
+                 "transformers": "transformers' initialisation"}
 
 
 def weights_bytes(preset):
@@ -57,6 +65,9 @@ def main(argv=None):
     parser.add_argument("--preset", default="embeddinggemma_mini")
     parser.add_argument("--embeddinggemma2", action="store_true",
                         help="EmbeddingGemma 2's published text configuration, random weights")
+    parser.add_argument("--weights", choices=("conditioned", "transformers"),
+                        default="conditioned",
+                        help="--embeddinggemma2's random weights (embedding_gemma2_published.py)")
     parser.add_argument("--formats", default=",".join(FORMATS),
                         help="comma-separated; float32 (the reference) is always measured")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -83,9 +94,10 @@ def main(argv=None):
             from embedding_gemma2_published import build_published_checkpoint
 
             source = build_published_checkpoint(
-                os.path.join(work, "embeddinggemma2"), vocab_size=PUBLISHED_VOCAB_SIZE)
+                os.path.join(work, "embeddinggemma2"), weights=args.weights,
+                vocab_size=PUBLISHED_VOCAB_SIZE)
             model_name = ("EmbeddingGemma 2's published text configuration with random weights "
-                          "(transformers' initialisation, seed 0)")
+                          f"({WEIGHTS_NAMES[args.weights]}, seed 0)")
         for fmt in formats:
             model = eg.EmbeddingGemma.from_preset(source)
             if fmt != "float32":
