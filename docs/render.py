@@ -454,6 +454,23 @@ def gguf_parity(data):
                  "llrrrrrl") + f"\n\n{caption}."
 
 
+def embedding_gemma2_long_parity(data):
+    """Ours against transformers on one long input, with float64's floor."""
+    rows = []
+    for d in data:
+        floor = d.get("float64_floor", {})
+        rows.append([d.get("weights", "transformers"), f"{d.get('layers', 24)}",
+                     f"{d['tokens']:,}", f"{d['token_embeddings_max_abs']:.1e}",
+                     f"{d['embedding_max_abs']:.1e}", f"{d['embedding_cosine']:.7f}",
+                     "n/a" if not floor else f"{floor['transformers_float32_max_abs']:.1e}",
+                     "n/a" if not floor else f"{floor['ours_max_abs']:.1e}",
+                     "yes" if d["within_bound"] else "no"])
+    return table(["random weights", "layers", "tokens", "token embeddings, max abs",
+                  "embedding, max abs", "embedding cosine",
+                  "transformers float32 to its float64", "ours to transformers' float64",
+                  f"within {data[0]['bound']:g}"], rows, "lrrrrrrrl")
+
+
 # name: (JSON files in docs/results/, function of their contents -> markdown)
 TABLES = {
     "loading_memory": (["loading_memory.json"], loading_memory),
@@ -479,6 +496,9 @@ TABLES = {
     "beam_embed": (["beam_embed.json"], beam_embed),
     "compressed_search": (["compressed_search.json"], compressed_search),
     "gguf_parity": (["gguf_parity.json"], gguf_parity),
+    "embedding_gemma2_long_parity": (["embedding_gemma2_long_parity.json",
+                                      "embedding_gemma2_long_parity_transformers_init.json"],
+                                     embedding_gemma2_long_parity),
 }
 
 
