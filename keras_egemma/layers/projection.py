@@ -53,8 +53,13 @@ def _onednn_matmul():
     linear = torch.ops.mkldnn._linear_pointwise
 
     def product(a, b_transposed):
-        # `a @ b` with `b` given as `(N, K)`, oneDNN's weight layout.
-        return linear(a.contiguous(), b_transposed.contiguous(), None, "none", [], "")
+        # `a @ b` with `b` given as `(N, K)`, oneDNN's weight layout. oneDNN
+        # reads a transposed (column-major) weight as it is, as fast as a
+        # row-major one: copying it would cost each call a pass over the
+        # weight, most of the time of a short batch.
+        if not (b_transposed.is_contiguous() or b_transposed.t().is_contiguous()):
+            b_transposed = b_transposed.contiguous()
+        return linear(a.contiguous(), b_transposed, None, "none", [], "")
 
     class OneDNNMatmul(torch.autograd.Function):
         """`x @ w` for `x: (M, K)`, `w: (K, N)`, forward and backward on oneDNN."""
