@@ -8,7 +8,8 @@ sequence length when they are traced (`attention_kernels.band_is_cheaper`).
 - JAX: `jax.jit` of the model's stateless call (XLA), compiled ahead of
   the first run of each shape; the variables are passed in on each call, so
   a model that keeps training stays current. On CPU it is compiled with
-  `CPU_COMPILER_OPTIONS` (less memory, faster).
+  `CPU_COMPILER_OPTIONS` (less memory, faster). Compiled programs are kept
+  across processes (`compilation_cache`).
 - TensorFlow: a `tf.function` per shape (no shape relaxation, which would
   hide the length), compiled with XLA (`jit_compile=True`).
 - PyTorch: eager under `torch.inference_mode()`: no autograd bookkeeping.
@@ -18,6 +19,8 @@ import ctypes
 
 import keras
 import numpy as np
+
+from keras_egemma.models.compilation_cache import persistent_compilation
 
 # XLA:CPU options for the forward pass: the memory-optimised scheduler stops
 # it from materialising every transposed attention kernel at once, and XLA's
@@ -62,7 +65,9 @@ def _jax_forward(model):
         shape = tuple(sorted((name, value.shape, str(value.dtype)) for name, value in batch.items()))
         executable = executables.get(shape)
         if executable is None:
-            executable = forward.lower(trainable, non_trainable, batch).compile()
+            lowered = forward.lower(trainable, non_trainable, batch)
+            with persistent_compilation():
+                executable = lowered.compile()
             release_freed_memory()
             executables[shape] = executable
         return np.asarray(executable(trainable, non_trainable, batch))
