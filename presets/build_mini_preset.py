@@ -37,19 +37,13 @@
 # from a package index first, so it does not run offline from a clone.
 
 # %%
-import contextlib
 import hashlib
-import importlib
-import inspect
-import io
 import json
 import os
 import random
-import re
 import sys
 import tempfile
 import time
-import warnings
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -61,6 +55,11 @@ import keras_egemma as eg
 from keras_egemma.evaluation import retrieval_metrics
 from keras_egemma.presets.build_tiny_preset import reference_corpus
 from keras_egemma.presets.build_tiny_preset import train_vocabulary
+from keras_egemma.presets.distillation import teacher_token_embeddings
+from keras_egemma.presets.distillation import weights_digest
+from keras_egemma.presets.training_text import python_docstring_pairs
+from keras_egemma.presets.training_text import python_reference_pairs
+from keras_egemma.presets.training_text import wordnet_pairs
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUTPUT = os.environ.get("EGEMMA_OUTPUT", os.path.join(HERE, "embeddinggemma_mini"))
@@ -113,99 +112,14 @@ keras.utils.set_random_seed(SEED)
 
 # %% [markdown]
 # ## Text: (title, body) pairs
+# The pairs are read by `keras_egemma.presets.training_text`, which also
+# holds the text of the general-English model (`build_general_preset.py`).
 
 # %%
-
-
-def words(text):
-    return " ".join(text.split())
-
-
-def reference_pairs():
-    """(first sentence, rest of paragraph) from CPython's language reference."""
-    from pydoc_data.topics import topics
-
-    pairs = []
-    for topic in sorted(topics):
-        for block in re.split(r"\n\s*\n", topics[topic]):
-            text = words(block)
-            sentences = re.split(r"(?<=[.!?])\s+", text)
-            if len(sentences) >= 2 and len(text) > 120 and not text.startswith(">>>"):
-                pairs.append((sentences[0], " ".join(sentences[1:])))
-    return pairs
-
-
-# Modules whose import has side effects (opens a browser, prints, needs a
-# display) or that are test suites.
-SKIPPED_MODULES = {
-    "antigravity",
-    "this",
-    "idlelib",
-    "tkinter",
-    "turtle",
-    "turtledemo",
-    "test",
-    "lib2to3",
-    "ensurepip",
-    "venv",
-    "pydoc_data",
-}
-
-
-def docstring_pairs():
-    """(summary line, rest) from the docstrings of the standard library."""
-    pairs = []
-    warnings.simplefilter("ignore")
-    for name in sorted(sys.stdlib_module_names):
-        if name in SKIPPED_MODULES or name.startswith("_"):
-            continue
-        try:
-            with contextlib.redirect_stdout(io.StringIO()):
-                module = importlib.import_module(name)
-        except Exception:  # noqa: BLE001 - platform-specific modules are skipped.
-            continue
-        objects = []
-        for attr, obj in sorted(vars(module).items()):
-            if attr.startswith("_") or getattr(obj, "__module__", None) != name:
-                continue
-            objects.append(obj)
-            if inspect.isclass(obj):
-                objects += [v for k, v in sorted(vars(obj).items()) if not k.startswith("_")]
-        for obj in objects:
-            doc = inspect.getdoc(obj) if callable(obj) or inspect.isclass(obj) else None
-            parts = (doc or "").split("\n\n", 1)
-            if len(parts) == 2 and len(parts[0]) > 20 and len(parts[1]) > 80:
-                pairs.append((words(parts[0]), words(parts[1])))
-    return sorted(set(pairs))
-
-
-def wordnet_pairs():
-    """(synonyms, gloss) for every WordNet noun, verb and adjective synset."""
-    if not os.path.isdir(WORDNET):
-        raise SystemExit(f"WordNet not found in {WORDNET}: apt-get install wordnet-base")
-    pairs = []
-    for part in ("noun", "verb", "adj"):
-        with open(os.path.join(WORDNET, f"data.{part}"), encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("  "):  # the licence header
-                    continue
-                fields, gloss = line.split(" | ", 1)
-                fields = fields.split()
-                count = int(fields[3], 16)
-                lemmas = [
-                    re.sub(r"\(.*\)$", "", w).replace("_", " ")
-                    for w in fields[4 : 4 + 2 * count : 2]
-                ]
-                definition = words(gloss.split(";")[0])
-                if len(definition) > 20:
-                    pairs.append((", ".join(dict.fromkeys(lemmas)), definition))
-    return pairs
-
-
 rng = random.Random(SEED)
-python_docs = sorted(set(reference_pairs())) + docstring_pairs()
+python_docs = sorted(set(python_reference_pairs())) + python_docstring_pairs()
 rng.shuffle(python_docs)
-wordnet = wordnet_pairs()
+wordnet = wordnet_pairs(WORDNET)
 rng.shuffle(wordnet)
 wordnet = wordnet[:WORDNET_SYNSETS]
 held_out = {"python docs": python_docs[: len(python_docs) // 5], "wordnet": wordnet[:1000]}
@@ -280,24 +194,9 @@ def student():
     )
 
 
-def teacher_token_embeddings(model):
-    """Starts the token embeddings from the teacher: each piece's text (e.g.
-    "import", "ing") embedded by the teacher, reduced to the model width by
-    PCA and scaled to the initial table's standard deviation."""
-    tokenizer = model.preprocessor.tokenizer
-    pieces = [tokenizer.id_to_token(i) for i in range(tokenizer.vocabulary_size())]
-    vectors = teacher_encode([p.replace("\u2581", " ").strip() or p for p in pieces])
-    vectors = vectors.astype("float64") - vectors.mean(0)
-    _, _, components = np.linalg.svd(vectors, full_matrices=False)
-    vectors = vectors @ components[: CONFIG["hidden_dim"]].T
-    table = model.backbone.token_embedding.embeddings
-    initial = keras.ops.convert_to_numpy(table)
-    table.assign((vectors * (initial.std() / vectors.std())).astype("float32"))
-
-
 model = student()
 if TEACHER_TOKEN_EMBEDDINGS:
-    teacher_token_embeddings(model)
+    teacher_token_embeddings(model, teacher_encode)
 
 # %% [markdown]
 # ## Train: the paper's objective, one source per batch
@@ -325,13 +224,6 @@ model.compile(
     mrl_dims=MRL_DIMS,
     distillation_weight=DISTILLATION_WEIGHT,
 )
-
-
-def weights_digest(m):
-    digest = hashlib.sha256()
-    for w in m.get_weights():
-        digest.update(np.ascontiguousarray(w).tobytes())
-    return digest.hexdigest()
 
 
 class Progress(keras.callbacks.Callback):

@@ -1,0 +1,32 @@
+"""Helpers shared by the bundled models' build scripts (`build_mini_preset.py`,
+`build_general_preset.py`): the teacher-initialised token table and the
+weights digest of the reproducibility check."""
+
+import hashlib
+
+import keras
+import numpy as np
+
+
+def teacher_token_embeddings(model, encode):
+    """Starts the token embeddings from the teacher: each piece's text (e.g.
+    "import", "ing") embedded by `encode` (texts -> `(n, d)` array), reduced
+    to the model width by PCA and scaled to the initial table's standard
+    deviation."""
+    tokenizer = model.preprocessor.tokenizer
+    pieces = [tokenizer.id_to_token(i) for i in range(tokenizer.vocabulary_size())]
+    vectors = encode([p.replace("\u2581", " ").strip() or p for p in pieces])
+    vectors = vectors.astype("float64") - vectors.mean(0)
+    _, _, components = np.linalg.svd(vectors, full_matrices=False)
+    vectors = vectors @ components[: model.backbone.hidden_dim].T
+    table = model.backbone.token_embedding.embeddings
+    initial = keras.ops.convert_to_numpy(table)
+    table.assign((vectors * (initial.std() / vectors.std())).astype("float32"))
+
+
+def weights_digest(model):
+    """SHA-256 of all the model's weights, in order."""
+    digest = hashlib.sha256()
+    for w in model.get_weights():
+        digest.update(np.ascontiguousarray(w).tobytes())
+    return digest.hexdigest()
