@@ -34,6 +34,7 @@ import keras_egemma as eg
 from keras_egemma.presets import training_text
 from keras_egemma.presets.build_general_preset import evaluate
 from keras_egemma.presets.build_general_preset import model_encoders
+from keras_egemma.presets.build_general_preset import shares_of_teacher
 from keras_egemma.presets.build_general_preset import student
 from keras_egemma.presets.build_general_preset import teacher_encode
 from keras_egemma.presets.build_general_preset import teacher_held_out
@@ -89,16 +90,13 @@ def main(argv=None):
         **provenance(env=("KERAS_BACKEND",)),
         "held_out_pairs": {name: len(pairs) for name, pairs in held_out.items()},
         "models": models,
-        "ndcg_share_of_teacher": {
-            label: {name: round(m["ndcg@10"] / teacher[name]["ndcg@10"], 3)
-                    for name, m in metrics.items()}
-            for label, metrics in models.items() if label != TEACHER
-        },
+        # [share of the teacher's nDCG@10, issue 20's target met (None: no target)]
+        "ndcg_share_of_teacher": shares_of_teacher(models, teacher),
     }
     for label, metrics in models.items():
         print(label, file=sys.stderr)
         for name, m in metrics.items():
-            share = result["ndcg_share_of_teacher"].get(label, {}).get(name)
+            share = result["ndcg_share_of_teacher"].get(label, {}).get(name, [None])[0]
             print(f"  {name:22s} nDCG@10 {m['ndcg@10']:.3f}  MRR@10 {m['mrr@10']:.3f}  "
                   f"recall@10 {m['recall@10']:.3f}  teacher cosine {m['teacher_cosine']:.3f}"
                   + (f"  ({share:.0%} of the teacher)" if share is not None else ""),

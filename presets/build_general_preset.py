@@ -118,6 +118,9 @@ MIXTURE = {
 # rather than once as widely.
 DISTINCT = {"wordnet": 40_000, "wordnet examples": 12_000}
 DEBIAN_DOCS = ("debian faq", "debian reference", "debian handbook")
+# Issue 20's targets: the share of the teacher's nDCG@10 on each held-out set.
+TARGETS = {"python docs": 0.80, "chatterbot questions": 0.85, "gcide definitions": 0.85,
+           "gnome help": 0.85}
 CHUNKS = 10  # the sampled pairs are batched in this many consecutive chunks
 TEACHER_SEQUENCE_LENGTH = 64  # word pieces, about what the student reads (64 tokens)
 
@@ -259,6 +262,18 @@ def evaluate(encode_queries, encode_documents, held_out, teacher_vectors=None):
     return results
 
 
+def shares_of_teacher(models, teacher):
+    """`{model: {set: [nDCG@10 / the teacher's, target met or None]}}` for
+    every model but the teacher; sets without a target (`TARGETS`) get None."""
+    return {
+        label: {name: [round(m["ndcg@10"] / teacher[name]["ndcg@10"], 3),
+                       None if name not in TARGETS
+                       else m["ndcg@10"] >= TARGETS[name] * teacher[name]["ndcg@10"]]
+                for name, m in metrics.items()}
+        for label, metrics in models.items() if metrics is not teacher
+    }
+
+
 def teacher_held_out(held_out):
     """The teacher's held-out embeddings at its own sequence length."""
     return {name: (teacher_encode([q for q, _ in pairs]), teacher_encode([p for _, p in pairs]))
@@ -368,8 +383,10 @@ def main():
         "embeddinggemma_general": evaluate(*model_encoders(trained), held_out, reference),
         "random init": evaluate(*model_encoders(student(tokenizer)), held_out, reference),
     }
+    report["ndcg_share_of_teacher"] = shares_of_teacher(
+        report["held_out"], report["held_out"]["all-MiniLM-L6-v2 (teacher)"])
     report["total_seconds"] = round(time.time() - start)
-    log(json.dumps(report["held_out"], indent=1))
+    log(json.dumps({k: report[k] for k in ("held_out", "ndcg_share_of_teacher")}, indent=1))
     save_file_atomically(lambda staging: write_json(staging, report), report_path)
     log(f"wrote {output} and {report_path} ({report['total_seconds']} s in all)")
 
