@@ -28,17 +28,19 @@ def embed():
 
 @pytest.fixture
 def cache_dir(tmp_path, monkeypatch):
+    """The folder this machine's programs go to, under a new cache root."""
     monkeypatch.setenv(compilation_cache.CACHE_DIR_VARIABLE, str(tmp_path / "cache"))
+    folder = tmp_path / "cache" / "jax_compilation_cache" / compilation_cache.machine_name()
     if BACKEND == "jax":
         import jax
 
         # The tiny model compiles in well under JAX's 1 s threshold.
         previous = jax.config.jax_persistent_cache_min_compile_time_secs
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-        yield tmp_path / "cache" / "jax_compilation_cache"
+        yield folder
         jax.config.update("jax_persistent_cache_min_compile_time_secs", previous)
     else:
-        yield tmp_path / "cache" / "jax_compilation_cache"
+        yield folder
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +127,7 @@ def test_a_cache_the_user_configured_is_left_alone(cache_dir, tmp_path, monkeypa
         from jax.experimental.compilation_cache import compilation_cache as jax_cache
 
         jax_cache.reset_cache()
-    assert not cache_dir.exists()
+    assert not (tmp_path / "cache").exists()
     assert any(name.startswith("jit_call-") for name in os.listdir(theirs))
 
 
@@ -144,8 +146,10 @@ def test_the_folder_follows_the_variables(tmp_path, monkeypatch):
     monkeypatch.delenv(compilation_cache.CACHE_DIR_VARIABLE)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     folder = compilation_cache.cache_folder()
-    assert folder == str(tmp_path / "keras_egemma" / "jax_compilation_cache")
+    name = compilation_cache.machine_name()
+    assert folder == str(tmp_path / "keras_egemma" / "jax_compilation_cache" / name)
     assert os.path.isdir(folder)
+    assert len(name) == 16 and int(name, 16) >= 0
 
 
 @only_jax

@@ -4,10 +4,11 @@ XLA compiles `encode`'s forward pass once per batch shape, which for the
 published model takes seconds, and a new process (every `keras-egemma`
 command) compiled it again. On JAX the compiled program is kept on disk in
 JAX's own persistent compilation cache, in `cache_folder()`, and the next
-process loads it instead of compiling (JAX's cache key covers the program,
+process loads it instead of compiling. JAX's cache key covers the program,
 the compiler options, the device and the JAX version, so a changed model or
-release compiles anew; JAX writes only programs that took over
-`jax_persistent_cache_min_compile_time_secs`, 1 s by default, to compile).
+release compiles anew; each processor has its own folder (`machine_name`).
+JAX writes only programs that took over
+`jax_persistent_cache_min_compile_time_secs` (1 s by default) to compile.
 
 Only the forward pass is compiled with this folder: JAX's cache folder is set
 around that compile and its cache reset after, so nothing else the process
@@ -19,8 +20,11 @@ anew (JAX's own check) and reported once as a warning naming the folder.
 """
 
 import contextlib
+import functools
+import hashlib
 import logging
 import os
+import platform
 import threading
 import warnings
 
@@ -45,13 +49,37 @@ def cache_root():
     return os.path.join(base, "keras_egemma")
 
 
+@functools.lru_cache(maxsize=None)
+def machine_name():
+    """A short hash of this machine's processor and its instruction set.
+
+    XLA compiles for the host's instruction set, and JAX's cache key does
+    not cover it (its CPU platform version is just "cpu"): a cache folder
+    in a home directory shared by machines with other processors would hand
+    them programs they cannot run. So each processor gets its own folder.
+    """
+    description = [platform.machine(), platform.processor()]
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if not line.strip():
+                    break  # the first processor's block describes them all
+                if line.split(":")[0].strip() in ("vendor_id", "model name", "flags",
+                                                  "Features", "CPU implementer", "CPU part"):
+                    description.append(line.strip())
+    except OSError:
+        pass
+    return hashlib.sha256("\n".join(description).encode()).hexdigest()[:16]
+
+
 def cache_folder():
-    """The folder for compiled JAX programs, created if missing (with the
-    usual permissions), or None when there is none to write to."""
+    """The folder for compiled JAX programs on this machine's processor
+    (`machine_name()`), created if missing (with the usual permissions), or
+    None when there is none to write to."""
     root = cache_root()
     if root is None:
         return None
-    folder = os.path.join(root, "jax_compilation_cache")
+    folder = os.path.join(root, "jax_compilation_cache", machine_name())
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as e:
