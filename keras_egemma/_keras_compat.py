@@ -375,6 +375,20 @@ def _check_first_assign_gives_value():
     assert np.allclose(keras.ops.convert_to_numpy(probe), 3.0), "the variable holds another value"
     probe.assign(np.full((2, 3), 4.0, "float32"))
     assert np.allclose(keras.ops.convert_to_numpy(probe), 4.0), "a later assign did not write"
+    if keras.backend.backend() == "tensorflow":
+        _has_attribute(_CONVERTING_VARIABLE, "_convert_to_tensor")
+        with variables_created_uninitialized():
+            probe = keras.Variable(initializer="ones", shape=(16,), name="probe")
+        raw = np.empty(16 * 4 + 64, np.uint8)
+        start = -raw.ctypes.data % 64
+        value = raw[start : start + 16 * 4].view(np.float32)
+        value[...] = 3.0
+        with first_assign_gives_value():
+            probe.assign(value)
+        value[0] = 5.0
+        assert float(keras.ops.convert_to_numpy(probe)[0]) == 5.0, (
+            "the variable did not take the aligned array as its buffer"
+        )
 
 
 def _first_assign_initializes(original, active):
@@ -387,11 +401,45 @@ def _first_assign_initializes(original, active):
     return _direct_assign
 
 
+def _tensorflow_adopts(value, dtype):
+    return (
+        isinstance(value, np.ndarray)
+        and value.flags.writeable
+        and value.flags.c_contiguous
+        and value.ctypes.data % 64 == 0
+        and value.dtype.kind in "fiu"
+        and dtype is not None
+        and keras.backend.standardize_dtype(value.dtype) == keras.backend.standardize_dtype(dtype)
+    )
+
+
+def _first_conversion_shares(original, active):
+    # Keras' `assign` converts the value before `_direct_assign`, and
+    # TensorFlow copies a numpy array it converts (then the new variable
+    # owns that copy): an aligned array of the variable's dtype is handed
+    # over as a tensor over its memory (DLPack), which the variable takes as
+    # its buffer.
+    def _convert_to_tensor(self, value, dtype=None):
+        if active.get() and self._value is None and _tensorflow_adopts(value, dtype):
+            import tensorflow as tf
+
+            return tf.experimental.dlpack.from_dlpack(value.__dlpack__())
+        return original(self, value, dtype=dtype)
+
+    return _convert_to_tensor
+
+
 # The backend's own class (`keras.Variable` is a subclass of it).
 _BACKEND_VARIABLE = next(
     (c for c in keras.Variable.__mro__ if "_direct_assign" in c.__dict__), keras.Variable
 )
 _FIRST_ASSIGN = _ScopedSwap(_BACKEND_VARIABLE, "_direct_assign", _first_assign_initializes)
+_CONVERTING_VARIABLE = next(
+    (c for c in keras.Variable.__mro__ if "_convert_to_tensor" in c.__dict__), keras.Variable
+)
+_FIRST_CONVERSION = _ScopedSwap(
+    _CONVERTING_VARIABLE, "_convert_to_tensor", _first_conversion_shares
+)
 
 
 @contextlib.contextmanager
@@ -399,7 +447,10 @@ def first_assign_gives_value():
     """Within the block (this thread / task only), assigning to a variable
     that has no value (from `variables_created_uninitialized`) makes the
     value its buffer, as `give_variable_value` does, instead of writing into
-    a buffer it lacks. JAX's own assign already does so.
+    a buffer it lacks. JAX's own assign already does so. On TensorFlow a
+    64-byte aligned, writable numpy array of the variable's dtype becomes
+    the buffer itself, with no copy (PyTorch's caller hands over a tensor
+    sharing the array's memory).
 
     Example:
     ```python
@@ -409,11 +460,15 @@ def first_assign_gives_value():
         v.assign(np.zeros(2, "float32"))
     ```
     """
-    if keras.backend.backend() == "jax":
+    backend = keras.backend.backend()
+    if backend == "jax":
         # JAX's `_initialize` assigns through `_direct_assign` itself.
         yield
         return
-    with _FIRST_ASSIGN():
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_FIRST_ASSIGN())
+        if backend == "tensorflow":
+            stack.enter_context(_FIRST_CONVERSION())
         yield
 
 

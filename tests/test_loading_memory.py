@@ -1,7 +1,7 @@
 """Loading holds no tensor twice, from every layout: the model is built
 without random initial values, each file tensor is read once, when it is
-assigned, and the largest becomes the variable's buffer without a copy where
-the backend adopts arrays (JAX, PyTorch). Full-size figures:
+assigned, and becomes the variable's buffer without a copy (the largest
+mapped from the file where the backend adopts a mapped array: JAX, PyTorch). Full-size figures:
 `benchmarks/loading_memory.py`."""
 
 import hashlib
@@ -23,6 +23,8 @@ def buffer_address(variable):
     value = variable.value
     if keras.backend.backend() == "jax":
         return value.unsafe_buffer_pointer()
+    if keras.backend.backend() == "tensorflow":
+        return np.from_dlpack(value.value()).ctypes.data
     return value.data_ptr()
 
 
@@ -63,8 +65,7 @@ def test_each_safetensors_tensor_read_once_and_adopted(st_checkpoint, monkeypatc
     table = arrays[("model.safetensors", "embed_tokens.weight")]
     variable = model.backbone.token_embedding.embeddings
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable), table)
-    if keras.backend.backend() != "tensorflow":  # TensorFlow's variables own their buffers.
-        assert buffer_address(variable) == table.ctypes.data
+    assert buffer_address(variable) == table.ctypes.data
 
 
 def test_mapped_table_is_never_written(tmp_path, monkeypatch):
