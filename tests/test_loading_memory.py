@@ -1,7 +1,7 @@
 """Loading holds no tensor twice, from every layout: the model is built
 without random initial values, each file tensor is read once, when it is
 assigned, and becomes the variable's buffer without a copy (the largest
-mapped from the file where the backend adopts a mapped array: JAX, PyTorch). Full-size figures:
+mapped from the file). Full-size figures:
 `benchmarks/loading_memory.py`."""
 
 import hashlib
@@ -70,16 +70,15 @@ def test_each_safetensors_tensor_read_once_and_adopted(st_checkpoint, monkeypatc
 
 def test_mapped_table_is_never_written(tmp_path, monkeypatch):
     """A table mapped from the preset as the variable's buffer (read-only on
-    JAX, copy-on-write on PyTorch) trains without touching the file."""
+    JAX, copy-on-write on PyTorch and TensorFlow) trains without touching the file."""
     monkeypatch.setattr(mapped_weights, "MAPPED_MIN_BYTES", 4096)
     source = eg.EmbeddingGemma.from_preset("embeddinggemma_tiny")
     source.save_to_preset(tmp_path / "preset")
     weights = tmp_path / "preset" / "model.weights.h5"
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()
     model = eg.EmbeddingGemma.from_preset(tmp_path / "preset")
-    if keras.backend.backend() != "tensorflow":  # TensorFlow copies into its variables.
-        with open("/proc/self/maps") as f:
-            assert str(weights) in f.read(), "the table was not mapped from the file"
+    with open("/proc/self/maps") as f:
+        assert str(weights) in f.read(), "the table was not mapped from the file"
     table = model.backbone.token_embedding.embeddings
     before = keras.ops.convert_to_numpy(table).copy()
     model.compile(optimizer=keras.optimizers.SGD(0.5))

@@ -9,11 +9,9 @@ deferred, and each variable gets its memory only when the file's value
 arrives (`filling_deferred_variables`): the value read from the file becomes
 the variable's buffer.
 
-- JAX and PyTorch adopt the array read without copying it (JAX on CPU when
-  it is 64-byte aligned: `mapped_weights`), so loading peaks at the size of
-  the weights.
-- TensorFlow copies the array once into the variable it creates, one
-  variable at a time.
+- Every backend adopts the array read without copying it (JAX and
+  TensorFlow when it is 64-byte aligned: `mapped_weights`), so loading
+  peaks at the size of the weights.
 - JAX under a `keras.distribution` gets zeros first, as creating the buffer
   lays the variable out over the devices, and the values are copied in.
 """

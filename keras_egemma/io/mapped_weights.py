@@ -1,9 +1,10 @@
-"""`.weights.h5` files laid out and read so that JAX and PyTorch adopt their
-tensors without copying, and map the largest from the file
+"""`.weights.h5` files laid out and read so that every backend adopts their
+tensors without copying, and maps the largest from the file
 (`zero_copy_weight_files`).
 
-JAX on CPU takes a numpy array as a variable's buffer without copying it
-only when the array starts on a 64-byte boundary. numpy's large arrays start
+JAX on CPU (and TensorFlow, through DLPack: `_keras_compat.first_assign_gives_value`)
+takes a numpy array as a variable's buffer without copying it only when the
+array starts on a 64-byte boundary. numpy's large arrays start
 16 bytes into their memory, so a tensor read as Keras reads it is copied
 once more on its way into a variable: for the published model's embedding
 table, a second full-size copy at the load's peak, and, as JAX copies
@@ -11,13 +12,13 @@ asynchronously, a pile of pending source arrays besides.
 
 - Reading: each tensor is read into an aligned array, which the variable
   adopts. A tensor of `MAPPED_MIN_BYTES` or more that the file stores
-  contiguously (for JAX at an aligned offset) is not read at all where the backend
-  adopts a mapped array (`file_map_mode`): it is memory-mapped and becomes
+  contiguously (for JAX and TensorFlow at an aligned offset) is not read at all
+  where the backend adopts a mapped array (`file_map_mode`): it is memory-mapped and becomes
   the variable's buffer, so only the pages a lookup touches (the embedding
   rows of the batch's tokens) are ever in memory, and the kernel may drop
   them again under pressure. JAX maps read-only (its arrays are
-  immutable); PyTorch maps copy-on-write, so training writes private pages
-  and never the file.
+  immutable); PyTorch and TensorFlow map copy-on-write, so training writes
+  private pages and never the file.
 - Writing: HDF5 places tensors of `MAPPED_MIN_BYTES` or more on page
   boundaries.
 
@@ -58,20 +59,21 @@ def aligned_empty(shape, dtype):
 
 def file_map_mode():
     """How large tensors are mapped from a file as variables' buffers: "r"
-    (read-only) on JAX, "c" (copy-on-write) on PyTorch, or None where the
-    variable copies them anyway (TensorFlow, JAX under a distribution)."""
+    (read-only) on JAX, "c" (copy-on-write) on PyTorch and TensorFlow, or
+    None where the variable copies them anyway (JAX under a distribution)."""
     backend = keras.backend.backend()
-    if backend == "jax" and keras.distribution.distribution() is None:
-        return "r"
-    return "c" if backend == "torch" else None
+    if backend == "jax":
+        return "r" if keras.distribution.distribution() is None else None
+    return "c"
 
 
 def maps_tensor(mode, offset, nbytes):
     """Whether a tensor of `nbytes` at file `offset` is mapped rather than
     read, under `file_map_mode()`'s `mode`: a large one, at a 64-byte aligned
-    offset for JAX (which copies a buffer at another address); PyTorch takes
-    one at any address."""
-    return bool(mode) and nbytes >= MAPPED_MIN_BYTES and (mode == "c" or offset % ALIGNMENT == 0)
+    offset for JAX and TensorFlow (which copy a buffer at another address);
+    PyTorch takes one at any address."""
+    aligned = offset % ALIGNMENT == 0 or keras.backend.backend() == "torch"
+    return bool(mode) and nbytes >= MAPPED_MIN_BYTES and aligned
 
 
 def adoptable(array):
