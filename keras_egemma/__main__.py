@@ -1,5 +1,3 @@
-import sys
+from keras_egemma.cli import run
 
-from keras_egemma.cli import main
-
-sys.exit(main())
+run()

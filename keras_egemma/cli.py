@@ -27,6 +27,7 @@ the function running it and whether it loads `--preset`.
 """
 
 import argparse
+import atexit
 import contextlib
 import dataclasses
 import importlib.util
@@ -749,5 +750,26 @@ def main(argv=None):
     return 0
 
 
+def run():
+    """The `keras-egemma` command (and `python -m keras_egemma`): `main()` on
+    `sys.argv`, then the process ends at once with its exit status.
+
+    Once a command's work is done, Python's own shutdown (tearing down every
+    module TensorFlow, JAX and PyTorch loaded, then their native libraries)
+    took seconds more: here the exit handlers run and the standard streams
+    are flushed, and the process ends without it. In-process callers use
+    `main`, which returns.
+    """
+    status = main()
+    run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)
+    if run_exit_handlers is None:  # not CPython: the usual shutdown
+        sys.exit(status)
+    run_exit_handlers()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # closed, or a reader that has gone
+            stream.flush()
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
