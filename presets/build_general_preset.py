@@ -6,7 +6,10 @@ library's own recipe: `model.compile()`'s objective (NCE with in-batch
 negatives + spread-out, both under MRL, + embedding distillation towards the
 teacher's 384-d embeddings) and `model.fit`. Its token embeddings start from
 the teacher's embeddings of each vocabulary piece (PCA to the model width),
-the rest from seeded random weights.
+the rest from seeded random weights, arranged so that the untrained model is
+a bag of those token embeddings (`distillation.identity_start`: each encoder
+block the identity, the projection head the inverse PCA); training then
+opens the blocks.
 
 Training text: the training sources of `keras_egemma.presets.training_text`
 (Python docs, WordNet definitions and usage examples, the Debian FAQ,
@@ -16,8 +19,9 @@ and WordNet pairs that `build_mini_preset.py` held out, and three whole
 general-English sources never trained on: ChatterBot's questions, GNOME's
 help and GCIDE's definitions), frozen by SHA-256.
 
-Reproduce (fixed seeds, TensorFlow op determinism; about 2 hours on a 2-core
-CPU; the Python-docs text depends on the Python version, 3.11 here):
+Reproduce (fixed seeds, TensorFlow op determinism; at most about 2 hours on a
+2-core CPU, see `STEPS`; the Python-docs text depends on the Python version,
+3.11 here):
 
     apt-get install wordnet-base debian-faq debian-reference-en debian-handbook \\
         fortunes gnome-user-docs dict-gcide
@@ -49,6 +53,12 @@ pieces): >= 85% of the teacher on each general-English held-out source,
 | ChatterBot questions (629)  |   0.489 |  0.416 |        0.079 (16%)  |              0.021 |
 | GNOME help (444)            |   0.847 |  0.720 |        0.287 (34%)  |              0.039 |
 | GCIDE definitions (1,000)   |   0.607 |  0.516 |        0.196 (32%)  |              0.027 |
+
+400-step trials (`EGEMMA_STEPS=400`, 11 minutes of training on the loaded
+shared machine), nDCG@10 in the order of the table: with the identity start
+0.656 (96%), 0.377 (68%), 0.201 (41%), 0.592 (70%), 0.410 (68%); from
+random blocks and head (teacher token embeddings only) 0.260, 0.057, 0.038,
+0.087, 0.021.
 """
 
 import hashlib
@@ -71,6 +81,7 @@ from keras_egemma.io.atomic_saving import save_atomically
 from keras_egemma.io.atomic_saving import save_file_atomically
 from keras_egemma.presets import training_text
 from keras_egemma.presets.build_tiny_preset import train_vocabulary
+from keras_egemma.presets.distillation import identity_start
 from keras_egemma.presets.distillation import teacher_token_embeddings
 from keras_egemma.presets.distillation import weights_digest
 
@@ -80,9 +91,10 @@ BATCH_SIZE = 64
 # Longer than the mini model's 48: the Debian sections and fortunes are
 # paragraphs, and the teacher's targets embed their first 128 word pieces.
 SEQUENCE_LENGTH = 64
-# 1.3 s a step for this shape on the shared 2-core machine (0.9 s for the mini
-# model's shape): about 65 minutes of training, after about 25 minutes of
-# teacher embeddings (83 short texts/s there).
+# On the shared 2-core machine under load (load average ~7, nice 19): 1.6 s a
+# step for this shape and 60 teacher texts/s, so the default run (117,596
+# distinct texts, 3,090 steps) takes about 33 + 82 minutes plus ~5 for the
+# vocabulary and evaluation; a quiet machine is faster. EGEMMA_STEPS scales it.
 STEPS = 3000
 CONFIG = dict(
     num_layers=4,
@@ -328,7 +340,7 @@ def main():
 
     tokenizer = eg.EmbeddingGemmaTokenizer(proto=train_vocabulary(texts, VOCABULARY_SIZE))
     model = student(tokenizer)
-    teacher_token_embeddings(model, teacher_encode)
+    identity_start(model, teacher_token_embeddings(model, teacher_encode))
     order = training_order(sampled, targets)[: steps * BATCH_SIZE]
     steps = len(order) // BATCH_SIZE
     schedule = keras.optimizers.schedules.CosineDecay(

@@ -1,12 +1,18 @@
 """The training and held-out text extraction of the bundled models
-(keras_egemma.presets.training_text), on tiny files in each source's format."""
+(keras_egemma.presets.training_text), on tiny files in each source's format,
+and the build scripts' initialisation (keras_egemma.presets.distillation)."""
 
 import gzip
 import random
 
+import keras
+import numpy as np
 import pytest
 
+import keras_egemma as eg
 from keras_egemma.presets import training_text as tt
+from keras_egemma.presets.distillation import identity_start
+from keras_egemma.presets.distillation import teacher_token_embeddings
 
 WORDNET_HEADER = "  1 This software and database is being provided to you, the LICENSEE...\n"
 
@@ -264,3 +270,50 @@ def test_held_out_sets_are_frozen(monkeypatch):
 def test_dedupe_keeps_one_relevant_document_per_query():
     pairs = [("A", "x"), ("a", "y"), ("b", "X"), ("c", "z")]
     assert tt._dedupe(pairs) == [("A", "x"), ("c", "z")]
+
+
+# -- The build scripts' initialisation (keras_egemma.presets.distillation) ----
+
+
+def test_teacher_token_embeddings_are_the_pca_of_the_teachers():
+    model = eg.EmbeddingGemma.from_preset("embeddinggemma_tiny")
+    table = model.backbone.token_embedding.embeddings
+    initial_std = keras.ops.convert_to_numpy(table).std()
+    rng = np.random.default_rng(0)
+    teacher = rng.standard_normal((model.preprocessor.tokenizer.vocabulary_size(), 128))
+    components = teacher_token_embeddings(model, lambda texts: teacher[: len(texts)].copy())
+    coords = keras.ops.convert_to_numpy(table).astype("float64")
+    np.testing.assert_allclose(coords.std(), initial_std, rtol=1e-4)
+    gram = coords.T @ coords  # PCA coordinates are uncorrelated
+    np.testing.assert_allclose(gram - np.diag(np.diag(gram)), 0, atol=1e-6 * np.abs(gram).max())
+    # 128 components of 128-d vectors: the coordinates rebuild the centred teacher vectors.
+    centred = teacher - teacher.mean(0)
+    scale = coords.std() / (centred @ components.T).std()
+    np.testing.assert_allclose(coords / scale @ components, centred, atol=1e-4)
+
+
+def test_identity_start_makes_a_bag_of_token_embeddings():
+    model = eg.EmbeddingGemma.from_preset("embeddinggemma_tiny")
+    rng = np.random.default_rng(1)
+    components = np.linalg.qr(rng.standard_normal((128, 128)))[0].astype("float32")
+    identity_start(model, components)
+    x = rng.standard_normal((2, 5, 128)).astype("float32")
+    for block in model.backbone.transformer_layers:
+        out = block(x, padding_mask=np.ones((2, 5), "int32"))
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(out), x, atol=1e-6)
+    inputs = model.preprocessor(["which planet is red", "a cat sat on the mat today"],
+                                sequence_length=16)
+    ids = keras.ops.convert_to_numpy(inputs["token_ids"])
+    mask = keras.ops.convert_to_numpy(inputs["padding_mask"]).astype(bool)
+    # numpy from the equations: scaled token embeddings, final RMSNorm (zero-centred
+    # scale), mean over the real tokens, the inverse PCA, L2 normalisation.
+    backbone = model.backbone
+    h = keras.ops.convert_to_numpy(backbone.token_embedding.embeddings)[ids].astype("float64")
+    h *= np.sqrt(128)
+    scale = 1 + keras.ops.convert_to_numpy(backbone.final_norm.scale)
+    h = h / np.sqrt((h**2).mean(-1, keepdims=True) + 1e-6) * scale
+    pooled = (h * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
+    expected = pooled @ components
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    got = keras.ops.convert_to_numpy(model(inputs))
+    np.testing.assert_allclose(got, expected, atol=2e-5)
