@@ -395,6 +395,11 @@ def main():
         "embeddinggemma_general": evaluate(*model_encoders(trained), held_out, reference),
         "random init": evaluate(*model_encoders(student(tokenizer)), held_out, reference),
     }
+    # The untrained start (`identity_start`): what training adds beyond it.
+    start_model = student(tokenizer)
+    identity_start(start_model, teacher_token_embeddings(start_model, teacher_encode))
+    report["held_out"]["untrained identity start"] = evaluate(
+        *model_encoders(start_model), held_out, reference)
     report["ndcg_share_of_teacher"] = shares_of_teacher(
         report["held_out"], report["held_out"]["all-MiniLM-L6-v2 (teacher)"])
     report["total_seconds"] = round(time.time() - start)
