@@ -17,6 +17,7 @@ from keras_egemma.training.distributed import num_replicas
 from keras_egemma.training.heap import freed_memory_kept
 from keras_egemma.training.non_finite_loss import StopOnNonFiniteLoss
 from keras_egemma.training.objective import EmbeddingGemmaObjective
+from keras_egemma.training.owned_buffers import take_ownership
 
 
 class TrainingMethods:
@@ -261,6 +262,7 @@ class TrainingMethods:
         """
         # TensorFlow pools its own CPU memory; PyTorch and XLA call malloc.
         kept = keras.backend.backend() != "tensorflow"
+        take_ownership(self.weights)
         with freed_memory_kept() if kept else contextlib.nullcontext():
             return self._fit(x, y, batch_size, epochs, validation_data, sequence_length,
                              padding, query_task, document_task, shuffle, **kwargs)
