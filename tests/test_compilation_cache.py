@@ -160,3 +160,20 @@ def test_an_unreadable_entry_is_compiled_anew(cache_dir, uncached):
     with pytest.warns(RuntimeWarning, match="could not be read.*compiled anew"):
         again = embed()
     np.testing.assert_array_equal(again, uncached)
+
+
+@only_jax
+def test_a_failed_write_still_embeds_without_a_warning(cache_dir, uncached, monkeypatch):
+    import warnings
+
+    from jax._src import lru_cache
+
+    def refuse(self, key, value):
+        raise OSError("read-only file system")
+
+    monkeypatch.setattr(lru_cache.LRUCache, "put", refuse)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        np.testing.assert_array_equal(embed(), uncached)
+    assert not [w for w in caught if "compilation cache" in str(w.message)]
+    assert not os.listdir(cache_dir)

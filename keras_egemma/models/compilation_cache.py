@@ -15,8 +15,9 @@ around that compile and its cache reset after, so nothing else the process
 compiles is written there. Where the user configured JAX's cache
 (`jax_compilation_cache_dir`) or turned it off (`jax_enable_compilation_cache`),
 theirs is left to apply as it is. A folder that cannot be created or written
-means no cache (logged at debug level); an entry JAX cannot read is compiled
-anew (JAX's own check) and reported once as a warning naming the folder.
+means no cache (logged at debug level, as is an entry JAX fails to write);
+an entry JAX cannot read is compiled anew (JAX's own check) and reported as
+a warning naming the folder.
 """
 
 import contextlib
@@ -37,6 +38,7 @@ CACHE_DIR_VARIABLE = "KERAS_EGEMMA_CACHE_DIR"
 _LOCK = threading.Lock()
 
 _UNREADABLE = "Error reading persistent compilation cache entry"
+_UNWRITABLE = "Error writing persistent compilation cache entry"
 
 
 def cache_root():
@@ -128,7 +130,9 @@ def persistent_compilation():
             # (the user's) do not write to this folder.
             compilation_cache.reset_cache()
     for warning in caught:
-        if _UNREADABLE in str(warning.message):
+        if _UNWRITABLE in str(warning.message):
+            _logger.debug("Compiled program not cached in %s: %s", folder, warning.message)
+        elif _UNREADABLE in str(warning.message):
             warnings.warn(
                 f"A compiled program in {folder} could not be read ({warning.message}); "
                 "it was compiled anew. Delete that folder to clear the cache.",
