@@ -3,6 +3,7 @@
     python benchmarks/quantization_fidelity.py [--preset embeddinggemma_mini |
         --embeddinggemma2 [--weights conditioned|transformers]]
         [--formats float32,int8,int4,mixed,mixed_per_channel] [--out results/quantization_fidelity.json]
+        [--shared-machine]
 
 Saves the preset as float32 and after `quantize(mode)` for each mode, then
 loads each in a fresh process (`keras_egemma.evaluation.footprint`): model
@@ -74,6 +75,9 @@ def main(argv=None):
     parser.add_argument("--out", help="default: results/quantization_fidelity.json, or "
                         "results/quantization_fidelity_embeddinggemma2.json")
     parser.add_argument("--note", default="", help="e.g. whether the machine was shared")
+    parser.add_argument("--shared-machine", action="store_true",
+                        help="other work ran alongside: speeds are recorded, and the "
+                             "rendered table leaves them out")
     args = parser.parse_args(argv)
     formats = ["float32"] + [f for f in args.formats.split(",") if f and f != "float32"]
     unknown = sorted(set(formats) - set(FORMATS))
@@ -138,6 +142,7 @@ def main(argv=None):
     data = provenance(env=("KERAS_BACKEND",))
     data.update(
         note=args.note,
+        shared_machine=args.shared_machine,
         preset=None if args.embeddinggemma2 else args.preset,
         model=model_name,
         backend=os.environ["KERAS_BACKEND"],

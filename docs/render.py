@@ -350,18 +350,21 @@ def bundled_model_speed(data):
 
 def quantization_fidelity(data):
     (d,) = data
+    # A run on a shared machine keeps its speeds in the JSON, not in the table.
+    speed = not d.get("shared_machine")
     rows = []
     for fmt, r in d["results"].items():
         cosine = "1" if fmt == "float32" else f"{r['cosine_mean']:.5f} / {r['cosine_min']:.5f}"
         rows.append([f"`{fmt}`", f"{r['weights_bytes'] / 1e6:.2f} MB",
-                     f"{r['model_memory_bytes'] / 2**20:,.0f} MiB",
-                     f"{r['sentences_per_s']:.1f}", cosine, f"{r['top10_overlap']:.3f}"])
-    header = ["mode", "weights on disk", "model memory", "sentences/s",
-              "cosine to float32 (mean / min)", "top-10 agreement"]
+                     f"{r['model_memory_bytes'] / 2**20:,.0f} MiB"]
+                    + ([f"{r['sentences_per_s']:.1f}"] if speed else [])
+                    + [cosine, f"{r['top10_overlap']:.3f}"])
+    header = (["mode", "weights on disk", "model memory"] + (["sentences/s"] if speed else [])
+              + ["cosine to float32 (mean / min)", "top-10 agreement"])
     model = d.get("model") or f"`{d['preset']}`"
     caption = f"{model} on {BACKENDS[d['backend']]}, {d['texts']} texts, batch {d['batch_size']}"
     note = f" {d['note']}" if d.get("note") else ""
-    return table(header, rows, "lrrrll") + f"\n\n{caption}.{note}"
+    return table(header, rows, "lrr" + ("r" if speed else "") + "ll") + f"\n\n{caption}.{note}"
 
 
 def qat_vs_ptq(data):
@@ -482,6 +485,7 @@ TABLES = {
     "quantized_full_size": (["inference_memory.json", "inference_memory_torch.json"],
                             quantized_full_size),
     "train_speed": (["train_speed.json", "train_speed_small.json"], train_speed),
+    "train_speed_variants": (["train_speed_variants.json"], train_speed),
     "memory_soak": (["memory_soak.json"], memory_soak),
     "bundled_model": (["bundled_model.json"], bundled_model),
     "bundled_model_speed": (["bundled_model_speed.json"], bundled_model_speed),
