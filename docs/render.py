@@ -486,6 +486,8 @@ TABLES = {
                             quantized_full_size),
     "train_speed": (["train_speed.json", "train_speed_small.json"], train_speed),
     "train_speed_variants": (["train_speed_variants.json"], train_speed),
+    "train_speed_lora": (["train_speed_lora_jax.json", "train_speed_lora_tensorflow.json"],
+                         train_speed),
     "memory_soak": (["memory_soak.json"], memory_soak),
     "bundled_model": (["bundled_model.json"], bundled_model),
     "bundled_model_speed": (["bundled_model_speed.json"], bundled_model_speed),
